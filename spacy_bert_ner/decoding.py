@@ -1,0 +1,177 @@
+"""Tag schemes and decoding: per-token tag probabilities -> valid tag sequences -> entity spans.
+
+Everything here works on plain numpy arrays, so it is cheap to test exhaustively and independent of
+spaCy, thinc and the device the model ran on.
+"""
+
+from typing import Dict, List, NamedTuple, Sequence, Tuple
+
+import numpy
+
+SCHEMES: Dict[str, Tuple[str, ...]] = {"BIO": ("B", "I"), "BILUO": ("B", "I", "L", "U")}
+DECODERS = ("viterbi", "greedy")
+OUTSIDE = "O"
+# Floor for probabilities before taking logs, so a zero probability is very unlikely, not impossible.
+_MIN_PROB = 1e-12
+
+
+class Entity(NamedTuple):
+    """A decoded entity: token offsets [start, end), its label and its confidence in [0, 1]."""
+
+    start: int
+    end: int
+    label: str
+    score: float
+
+
+class Constraints(NamedTuple):
+    """Which tags may start a sequence, follow each other, and end a sequence."""
+
+    start: numpy.ndarray  # bool[n_tags]
+    allowed: numpy.ndarray  # bool[n_tags (previous), n_tags (current)]
+    end: numpy.ndarray  # bool[n_tags]
+
+
+def check_scheme(scheme: str) -> str:
+    """Return the scheme name if it is supported, else raise an error that lists the choices."""
+    if scheme not in SCHEMES:
+        raise ValueError(
+            f"Unknown tag scheme {scheme!r} for bert_ner. Set 'scheme' to one of "
+            f"{', '.join(repr(s) for s in SCHEMES)} in the component's config."
+        )
+    return scheme
+
+
+def check_decoder(decoder: str) -> str:
+    """Return the decoder name if it is supported, else raise an error that lists the choices."""
+    if decoder not in DECODERS:
+        raise ValueError(
+            f"Unknown decoder {decoder!r} for bert_ner. Set 'decoder' to one of "
+            f"{', '.join(repr(d) for d in DECODERS)} in the component's config."
+        )
+    return decoder
+
+
+def make_tags(labels: Sequence[str], scheme: str) -> List[str]:
+    """The tag inventory for entity labels: 'O' first, then each label's prefixed tags."""
+    prefixes = SCHEMES[check_scheme(scheme)]
+    return [OUTSIDE] + [f"{prefix}-{label}" for label in labels for prefix in prefixes]
+
+
+def split_tag(tag: str) -> Tuple[str, str]:
+    """'B-PER' -> ('B', 'PER'); 'O' -> ('O', '')."""
+    if tag == OUTSIDE:
+        return OUTSIDE, ""
+    prefix, _, label = tag.partition("-")
+    return prefix, label
+
+
+def biluo_to_scheme(biluo_tag: str, scheme: str) -> str:
+    """Map one BILUO tag (spaCy's internal scheme) to the component's scheme."""
+    if scheme == "BILUO" or biluo_tag == OUTSIDE:
+        return biluo_tag
+    prefix, label = split_tag(biluo_tag)
+    return f"{'B' if prefix in ('B', 'U') else 'I'}-{label}"
+
+
+def _can_follow(previous: str, current: str, scheme: str) -> bool:
+    prev_prefix, prev_label = split_tag(previous)
+    prefix, label = split_tag(current)
+    if scheme == "BIO":
+        return prefix != "I" or (prev_prefix in ("B", "I") and prev_label == label)
+    inside = prev_prefix in ("B", "I")
+    if inside:
+        return prefix in ("I", "L") and prev_label == label
+    return prefix in (OUTSIDE, "B", "U")
+
+
+def make_constraints(tags: Sequence[str], scheme: str) -> Constraints:
+    """The valid transitions of a tag scheme as boolean masks (BIO: no I-X after O or another type)."""
+    check_scheme(scheme)
+    start = numpy.array([_can_follow(OUTSIDE, tag, scheme) for tag in tags], dtype=bool)
+    allowed = numpy.array(
+        [[_can_follow(prev, cur, scheme) for cur in tags] for prev in tags], dtype=bool
+    )
+    if scheme == "BILUO":
+        end = numpy.array([split_tag(tag)[0] not in ("B", "I") for tag in tags], dtype=bool)
+    else:
+        end = numpy.ones(len(tags), dtype=bool)
+    return Constraints(start, allowed, end)
+
+
+def viterbi(log_probs: numpy.ndarray, constraints: Constraints) -> numpy.ndarray:
+    """The highest-scoring tag sequence (sum of log-probabilities) among the valid ones."""
+    n_tokens, n_tags = log_probs.shape
+    if n_tokens == 0:
+        return numpy.zeros((0,), dtype="int64")
+    transitions = numpy.where(constraints.allowed, 0.0, -numpy.inf)
+    score = log_probs[0] + numpy.where(constraints.start, 0.0, -numpy.inf)
+    backpointers = numpy.zeros((n_tokens, n_tags), dtype="int64")
+    for i in range(1, n_tokens):
+        candidates = score[:, None] + transitions
+        backpointers[i] = candidates.argmax(axis=0)
+        score = candidates.max(axis=0) + log_probs[i]
+    score = score + numpy.where(constraints.end, 0.0, -numpy.inf)
+    path = numpy.zeros((n_tokens,), dtype="int64")
+    path[-1] = int(score.argmax())
+    for i in range(n_tokens - 1, 0, -1):
+        path[i - 1] = backpointers[i, path[i]]
+    return path
+
+
+def greedy(log_probs: numpy.ndarray, constraints: Constraints) -> numpy.ndarray:
+    """The most probable tag of each token on its own; the sequence may be invalid."""
+    return log_probs.argmax(axis=1).astype("int64")
+
+
+def path_score(log_probs: numpy.ndarray, path: Sequence[int]) -> float:
+    """Sum of the log-probabilities along a tag path."""
+    return float(sum(log_probs[i, tag] for i, tag in enumerate(path)))
+
+
+def is_valid(path: Sequence[int], constraints: Constraints) -> bool:
+    """Whether a tag path obeys the scheme's start, transition and end constraints."""
+    if len(path) == 0:
+        return True
+    if not constraints.start[path[0]] or not constraints.end[path[-1]]:
+        return False
+    return all(constraints.allowed[a, b] for a, b in zip(path, path[1:]))
+
+
+def tags_to_spans(tags: Sequence[str]) -> List[Tuple[int, int, str]]:
+    """Merge consecutive tags into (start, end, label) token spans.
+
+    Lenient like conlleval: an I-/L- tag that cannot continue the current entity starts a new one,
+    so even an invalid (greedy) sequence yields well-formed spans.
+    """
+    spans: List[Tuple[int, int, str]] = []
+    start, label = -1, ""
+    for i, tag in enumerate(tags):
+        prefix, tag_label = split_tag(tag)
+        if prefix == OUTSIDE or prefix in ("B", "U") or tag_label != label:
+            if start >= 0:
+                spans.append((start, i, label))
+            start, label = (-1, "") if prefix == OUTSIDE else (i, tag_label)
+        if prefix in ("L", "U") and start >= 0:
+            spans.append((start, i + 1, label))
+            start, label = -1, ""
+    if start >= 0:
+        spans.append((start, len(tags), label))
+    return spans
+
+
+def decode(
+    probs: numpy.ndarray, tags: Sequence[str], constraints: Constraints, decoder: str = "viterbi"
+) -> List[Entity]:
+    """Decode one document's tag probabilities into entities with confidences.
+
+    An entity's score is the mean, over its tokens, of the probability the classifier gave to the
+    decoded tag: the same "average" aggregation Hugging Face's token-classification pipeline uses.
+    """
+    log_probs = numpy.log(numpy.maximum(probs, _MIN_PROB))
+    path = viterbi(log_probs, constraints) if decoder == "viterbi" else greedy(log_probs, constraints)
+    token_probs = probs[numpy.arange(len(path)), path]
+    return [
+        Entity(start, end, label, float(token_probs[start:end].mean()))
+        for start, end, label in tags_to_spans([tags[i] for i in path])
+    ]

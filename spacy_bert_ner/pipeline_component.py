@@ -1,0 +1,268 @@
+"""The `bert_ner` pipeline component: BERT-style token classification NER for spaCy.
+
+Each spaCy token gets a tag (B-PER, I-PER, O, ...) from a softmax over the pooled word-piece vectors
+of a transformer; training minimises cross-entropy against the gold tags; prediction decodes the
+tag probabilities into a valid tag sequence and merges consecutive tags into entities on `doc.ents`.
+"""
+
+import warnings
+from itertools import islice
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc, Span, SpanGroup
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.vocab import Vocab
+from thinc.api import Config, Model, get_array_module, to_numpy
+from thinc.types import Floats2d, Ints1d
+
+from .decoding import (
+    Entity,
+    biluo_to_scheme,
+    check_decoder,
+    check_scheme,
+    decode,
+    make_constraints,
+    make_tags,
+)
+from .scorer import score_ents
+
+DEFAULT_MODEL_CONFIG = """
+[model]
+@architectures = "spacy_bert_ner.TokenClassifier.v1"
+hidden_width = 0
+nO = null
+
+[model.tok2vec]
+@architectures = "spacy-transformers.TransformerListener.v1"
+grad_factor = 1.0
+upstream = "*"
+
+[model.tok2vec.pooling]
+@layers = "reduce_mean.v1"
+"""
+DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
+
+# Logged once per process: misaligned gold spans are ignored in the loss, never silently.
+MISALIGNED_WARNING = (
+    "[bert_ner] Some gold entities do not align to the predicted tokenization; their tokens are "
+    "treated as missing annotation and ignored in the loss. Check the training data with "
+    "`python -m spacy debug data`, or retokenize it so every entity starts and ends on a token "
+    "boundary."
+)
+
+
+@Language.factory(
+    "bert_ner",
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
+    default_config={
+        "model": DEFAULT_MODEL,
+        "scheme": "BIO",
+        "decoder": "viterbi",
+        "overwrite_ents": True,
+        "spans_key": "bert_ner",
+        "scorer": {"@scorers": "spacy_bert_ner.ner_scorer.v1"},
+    },
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_bert_ner(
+    nlp: Language,
+    name: str,
+    model: Model[List[Doc], List[Floats2d]],
+    scheme: str,
+    decoder: str,
+    overwrite_ents: bool,
+    spans_key: str,
+    scorer: Optional[Callable],
+) -> "BertNER":
+    """Create a `bert_ner` component.
+
+    model (Model[List[Doc], List[Floats2d]]): Tag probabilities per token; by default
+        `spacy_bert_ner.TokenClassifier.v1` over a `TransformerListener` (mean-pooled word pieces)
+        that listens to a `transformer` component earlier in the pipeline.
+    scheme (str): Tag scheme, "BIO" (default) or "BILUO".
+    decoder (str): "viterbi" (default) finds the most probable *valid* tag sequence; "greedy"
+        takes each token's most probable tag, for comparison.
+    overwrite_ents (bool): True (default) replaces `doc.ents`; False keeps the entities already
+        there and adds only predicted ones that do not overlap them.
+    spans_key (str): Key of the `doc.spans` group that receives every predicted entity, with
+        `attrs["scores"]` holding one confidence in [0, 1] per entity.
+    scorer (Optional[Callable]): Scores `doc.ents`; by default `spacy_bert_ner.ner_scorer.v1`.
+    """
+    return BertNER(
+        nlp.vocab,
+        model,
+        name,
+        scheme=scheme,
+        decoder=decoder,
+        overwrite_ents=overwrite_ents,
+        spans_key=spans_key,
+        scorer=scorer,
+    )
+
+
+class BertNER(TrainablePipe):
+    """Token-classification NER: a softmax over tags per token, decoded into `doc.ents`."""
+
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model[List[Doc], List[Floats2d]],
+        name: str = "bert_ner",
+        *,
+        scheme: str = "BIO",
+        decoder: str = "viterbi",
+        overwrite_ents: bool = True,
+        spans_key: str = "bert_ner",
+        scorer: Optional[Callable] = score_ents,
+    ) -> None:
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.scorer = scorer
+        self.cfg: Dict[str, Any] = {
+            "labels": [],
+            "scheme": check_scheme(scheme),
+            "decoder": check_decoder(decoder),
+            "overwrite_ents": overwrite_ents,
+            "spans_key": spans_key,
+        }
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        """The entity labels (PER, ORG, ...), in the order their tags appear in the output."""
+        return tuple(self.cfg["labels"])
+
+    @property
+    def label_data(self) -> Tuple[str, ...]:
+        """What `spacy init labels` saves and `initialize(labels=...)` takes back."""
+        return self.labels
+
+    @property
+    def tags(self) -> List[str]:
+        """The tags the model predicts: 'O', then each label's B-/I- (or B-/I-/L-/U-) tags."""
+        return make_tags(self.labels, self.cfg["scheme"])
+
+    def add_label(self, label: str) -> int:
+        """Add an entity label. Returns 0 if it was already present, else 1."""
+        if not isinstance(label, str) or not label or "-" in label:
+            raise ValueError(
+                f"[bert_ner] Invalid entity label {label!r}: labels are non-empty strings without "
+                "'-' (the tag prefix separator), e.g. 'PER'."
+            )
+        if label in self.labels:
+            return 0
+        self._allow_extra_label()
+        self.cfg["labels"].append(label)
+        self.vocab.strings.add(label)
+        return 1
+
+    def _allow_extra_label(self) -> None:
+        output_layer = self.model.get_ref("output_layer")
+        if output_layer.has_dim("nO") and output_layer.get_dim("nO") == len(self.tags):
+            raise ValueError(
+                f"[bert_ner] Cannot add a label to '{self.name}' after it was initialized: its "
+                "output layer has a fixed size. Add all labels before `nlp.initialize()`, e.g. in "
+                "[initialize.components.bert_ner.labels]."
+            )
+
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]],
+        *,
+        nlp: Optional[Language] = None,
+        labels: Optional[Sequence[str]] = None,
+    ) -> None:
+        """Collect the labels (from `labels`, else from the examples' entities) and size the model.
+
+        labels (Optional[Sequence[str]]): Entity labels, e.g. from `spacy init labels`; when None,
+            every label found on the reference docs' entities is used, sorted.
+        """
+        validate_get_examples(get_examples, "BertNER.initialize")
+        if labels is None:
+            labels = sorted({ent.label_ for eg in get_examples() for ent in eg.reference.ents})
+        for label in labels:
+            self.add_label(label)
+        if not self.labels:
+            raise ValueError(
+                f"[bert_ner] No entity labels to initialize '{self.name}' with: the training "
+                "examples have no entities and no labels were given. Check that the training "
+                "corpus has entity annotations (`python -m spacy debug data CONFIG`), or list the "
+                "labels under [initialize.components.bert_ner.labels]."
+            )
+        doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
+        self.model.get_ref("output_layer").set_dim("nO", len(self.tags))
+        self.model.initialize(X=doc_sample)
+
+    def predict(self, docs: Iterable[Doc]) -> List[Floats2d]:
+        """Tag probabilities for each doc, one row per token."""
+        docs = list(docs)
+        if not any(len(doc) for doc in docs):
+            n_tags = len(self.tags)
+            return [self.model.ops.alloc2f(len(doc), n_tags) for doc in docs]
+        return self.model.predict(docs)
+
+    def set_annotations(self, docs: Iterable[Doc], scores: List[Floats2d]) -> None:
+        """Decode the tag probabilities and write the entities to `doc.ents` and `doc.spans`."""
+        tags = self.tags
+        constraints = make_constraints(tags, self.cfg["scheme"])
+        for doc, doc_scores in zip(docs, scores):
+            entities = decode(to_numpy(doc_scores), tags, constraints, self.cfg["decoder"])
+            self._set_doc_entities(doc, entities)
+
+    def _set_doc_entities(self, doc: Doc, entities: List[Entity]) -> None:
+        spans = [Span(doc, ent.start, ent.end, label=ent.label) for ent in entities]
+        group = SpanGroup(doc, name=self.cfg["spans_key"], spans=spans)
+        group.attrs["scores"] = [ent.score for ent in entities]
+        doc.spans[self.cfg["spans_key"]] = group
+        if self.cfg["overwrite_ents"]:
+            doc.ents = spans
+            return
+        taken = numpy.zeros(len(doc), dtype=bool)
+        for ent in doc.ents:
+            taken[ent.start : ent.end] = True
+        new = [span for span in spans if not taken[span.start : span.end].any()]
+        doc.set_ents(new, default="unmodified")
+
+    def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> Tuple[float, Any]:
+        """Cross-entropy of the predicted tag probabilities against the gold tags.
+
+        Gold entities are aligned to the predicted tokenization; tokens with missing annotation (or
+        whose gold entity does not align) carry no loss. Returns (summed loss, d_scores), where
+        d_scores is the gradient with respect to the softmax's input.
+        """
+        validate_examples(examples, "BertNER.get_loss")
+        gold = self._gold_tag_ids(list(examples))
+        xp = get_array_module(scores[0]) if scores else numpy
+        probs = self.model.ops.flatten(scores)
+        gold_ids = xp.asarray(gold, dtype="int64")
+        rows = xp.nonzero(gold_ids >= 0)[0]
+        d_probs = probs.copy()
+        d_probs[rows, gold_ids[rows]] -= 1.0
+        d_probs[gold_ids < 0] = 0.0
+        loss = float(-xp.log(xp.maximum(probs[rows, gold_ids[rows]], 1e-12)).sum())
+        if numpy.isnan(loss):
+            raise ValueError(f"[bert_ner] NaN loss in '{self.name}': lower the learning rate.")
+        return loss, self.model.ops.unflatten(d_probs, [len(s) for s in scores])
+
+    def _gold_tag_ids(self, examples: List[Example]) -> Ints1d:
+        """Gold tag index per predicted token across the batch; -1 marks missing annotation."""
+        scheme = self.cfg["scheme"]
+        tag_ids = {tag: i for i, tag in enumerate(self.tags)}
+        outside = tag_ids["O"]
+        ids: List[int] = []
+        misaligned = False
+        for eg in examples:
+            aligned_ents, biluo = eg.get_aligned_ents_and_ner()
+            misaligned = misaligned or len(aligned_ents) < len(eg.reference.ents)
+            for tag in biluo:
+                if tag is None or tag == "-":
+                    ids.append(-1)
+                else:
+                    # Entities of labels the component does not predict count as outside.
+                    ids.append(tag_ids.get(biluo_to_scheme(tag, scheme), outside))
+        if misaligned:
+            warnings.warn(MISALIGNED_WARNING, UserWarning, stacklevel=3)
+        return numpy.asarray(ids, dtype="int64")
