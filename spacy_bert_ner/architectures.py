@@ -28,7 +28,9 @@ def build_token_classifier(
     """
     output_layer = Softmax_v2(nO=nO, init_W=zero_init)
     hidden: List[Model] = [Relu(nO=hidden_width), Dropout()] if hidden_width > 0 else []
-    head = with_array(chain(Dropout(), *hidden, output_layer))
+    head: Model[List[Floats2d], List[Floats2d]] = with_array(
+        chain(Dropout(), *hidden, output_layer)
+    )
     model: Model[List[Doc], List[Floats2d]] = chain(tok2vec, head)
     model.set_ref("tok2vec", tok2vec)
     model.set_ref("output_layer", output_layer)
@@ -39,10 +41,10 @@ def build_token_classifier(
 def build_transformer_model(
     name: str,
     get_spans: Callable,
-    tokenizer_config: dict = {},
-    transformer_config: dict = {},
+    tokenizer_config: Optional[dict] = None,
+    transformer_config: Optional[dict] = None,
     mixed_precision: bool = False,
-    grad_scaler_config: dict = {},
+    grad_scaler_config: Optional[dict] = None,
 ) -> Model:
     """spacy-transformers' `TransformerModel.v3`, with the encoder name resolved offline first.
 
@@ -54,8 +56,8 @@ def build_transformer_model(
     return TransformerModel(
         resolve_encoder(name),
         get_spans=get_spans,
-        tokenizer_config=tokenizer_config,
-        transformer_config=transformer_config,
+        tokenizer_config=tokenizer_config or {},
+        transformer_config=transformer_config or {},
         mixed_precision=mixed_precision,
-        grad_scaler_config=grad_scaler_config,
+        grad_scaler_config=grad_scaler_config or {},
     )

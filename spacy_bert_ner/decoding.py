@@ -11,7 +11,7 @@ import numpy
 SCHEMES: Dict[str, Tuple[str, ...]] = {"BIO": ("B", "I"), "BILUO": ("B", "I", "L", "U")}
 DECODERS = ("viterbi", "greedy")
 OUTSIDE = "O"
-# Floor for probabilities before taking logs, so a zero probability is very unlikely, not impossible.
+# Probabilities are floored before taking logs: a zero becomes very unlikely, not impossible.
 _MIN_PROB = 1e-12
 
 
@@ -86,7 +86,7 @@ def _can_follow(previous: str, current: str, scheme: str) -> bool:
 
 
 def make_constraints(tags: Sequence[str], scheme: str) -> Constraints:
-    """The valid transitions of a tag scheme as boolean masks (BIO: no I-X after O or another type)."""
+    """The scheme's valid transitions as boolean masks (BIO: no I-X after O or another type)."""
     check_scheme(scheme)
     start = numpy.array([_can_follow(OUTSIDE, tag, scheme) for tag in tags], dtype=bool)
     allowed = numpy.array(
@@ -169,7 +169,8 @@ def decode(
     decoded tag: the same "average" aggregation Hugging Face's token-classification pipeline uses.
     """
     log_probs = numpy.log(numpy.maximum(probs, _MIN_PROB))
-    path = viterbi(log_probs, constraints) if decoder == "viterbi" else greedy(log_probs, constraints)
+    search = viterbi if decoder == "viterbi" else greedy
+    path = search(log_probs, constraints)
     token_probs = probs[numpy.arange(len(path)), path]
     return [
         Entity(start, end, label, float(token_probs[start:end].mean()))

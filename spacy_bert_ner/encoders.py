@@ -1,4 +1,4 @@
-"""Where the transformer weights come from: the embedded MiniLM package, or any Hugging Face name/path."""
+"""Where the encoder weights come from: the embedded MiniLM package, or any Hugging Face name."""
 
 import importlib.util
 from pathlib import Path

@@ -245,7 +245,8 @@ class BertNER(TrainablePipe):
         loss = float(-xp.log(xp.maximum(probs[rows, gold_ids[rows]], 1e-12)).sum())
         if numpy.isnan(loss):
             raise ValueError(f"[bert_ner] NaN loss in '{self.name}': lower the learning rate.")
-        return loss, self.model.ops.unflatten(d_probs, [len(s) for s in scores])
+        lengths = self.model.ops.asarray1i([len(s) for s in scores])
+        return loss, self.model.ops.unflatten(d_probs, lengths)
 
     def _gold_tag_ids(self, examples: List[Example]) -> Ints1d:
         """Gold tag index per predicted token across the batch; -1 marks missing annotation."""
@@ -265,4 +266,4 @@ class BertNER(TrainablePipe):
                     ids.append(tag_ids.get(biluo_to_scheme(tag, scheme), outside))
         if misaligned:
             warnings.warn(MISALIGNED_WARNING, UserWarning, stacklevel=3)
-        return numpy.asarray(ids, dtype="int64")
+        return self.model.ops.asarray1i(ids)

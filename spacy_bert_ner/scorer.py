@@ -8,8 +8,8 @@ from spacy.util import registry
 
 
 def score_ents(examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
-    """Score predicted `doc.ents` against the reference (conlleval semantics: both boundaries and the
-    type must match). Returns `ents_p`, `ents_r`, `ents_f` and `ents_per_type`."""
+    """Score predicted `doc.ents` against the reference, conlleval-style: boundaries and type must
+    both match. Returns `ents_p`, `ents_r`, `ents_f` and `ents_per_type`."""
     return get_ner_prf(examples, **kwargs)
 
 

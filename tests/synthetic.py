@@ -62,7 +62,7 @@ def to_conll(sentences: List[Sentence]) -> str:
     for words, spans in sentences:
         tags = ["O"] * len(words)
         for start, end, label in spans:
-            tags[start : end] = [f"B-{label}"] + [f"I-{label}"] * (end - start - 1)
+            tags[start:end] = [f"B-{label}"] + [f"I-{label}"] * (end - start - 1)
         lines.extend(f"{word} NN O {tag}" for word, tag in zip(words, tags))
         lines.append("")
     return "\n".join(lines) + "\n"

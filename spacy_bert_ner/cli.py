@@ -1,0 +1,83 @@
+"""Command line: `python -m spacy_bert_ner COMMAND` (also used by the project's project.yml)."""
+
+from pathlib import Path
+from typing import Any, Dict, NoReturn
+
+import spacy
+import srsly
+import typer
+from wasabi import msg
+
+from .convert import ConversionStats, convert
+
+app = typer.Typer(name="spacy_bert_ner", no_args_is_help=True, add_completion=False)
+
+
+def fail(err: Exception) -> NoReturn:
+    """Print an input error unwrapped (its file:line stays copyable) and exit with status 1."""
+    msg.fail("Failed")
+    typer.echo(str(err), err=True)
+    raise typer.Exit(1)
+
+
+def print_stats(stats: ConversionStats) -> None:
+    """Report what was read, so nothing is lost or changed unnoticed."""
+    msg.good(
+        f"{stats.docs} docs, {stats.sentences} sentences, {stats.tokens} tokens, "
+        f"{sum(stats.entities.values())} entities"
+        + (f" (tag scheme: {stats.scheme})" if stats.scheme else "")
+    )
+    if stats.entities:
+        msg.table(sorted(stats.entities.items()), header=("label", "entities"), divider=True)
+    for reason, count in sorted(stats.repaired.items()):
+        msg.warn(f"Repaired: {reason}: {count}")
+    for reason, count in sorted(stats.skipped.items()):
+        msg.warn(f"Skipped: {reason}: {count}")
+    if not stats.repaired and not stats.skipped:
+        msg.info("Nothing repaired or skipped.")
+
+
+@app.command("convert")
+def convert_cli(
+    input_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CoNLL or JSONL file"),
+    output_path: Path = typer.Argument(..., dir_okay=False, help="Output .spacy (DocBin) file"),
+    file_format: str = typer.Option("auto", "--format", "-f", help="auto, conll or jsonl"),
+    scheme: str = typer.Option("auto", "--scheme", "-s", help="CoNLL tags: auto, iob1 or iob2"),
+    n_sents: int = typer.Option(10, "--n-sents", "-n", help="Sentences per doc (0: whole doc)"),
+    repair: bool = typer.Option(False, "--repair", help="Repair stray I- tags / misaligned spans"),
+    lang: str = typer.Option("en", "--lang", "-l", help="Language of the tokenizer for JSONL"),
+) -> None:
+    """Convert annotated data (CoNLL-2003 style columns or JSONL spans) to a spaCy DocBin."""
+    try:
+        docbin, stats = convert(
+            input_path,
+            spacy.blank(lang),
+            file_format=file_format,
+            scheme=scheme,
+            n_sents=n_sents,
+            repair=repair,
+        )
+    except ValueError as err:  # ConversionError names the file and line
+        fail(err)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    docbin.to_disk(output_path)
+    print_stats(stats)
+    msg.good(f"Saved {stats.docs} docs to {output_path}")
+
+
+@app.command("package-meta")
+def package_meta_cli(
+    model_path: Path = typer.Argument(..., exists=True, file_okay=False, help="Trained pipeline"),
+    metrics_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Evaluation JSON"),
+    output_path: Path = typer.Argument(..., dir_okay=False, help="meta.json to write"),
+    name: str = typer.Option(..., "--name", help="Package name without language prefix"),
+    version: str = typer.Option(..., "--version", help="Package version"),
+) -> None:
+    """Write the pipeline's meta.json with the evaluated scores as its `performance`."""
+    meta: Dict[str, Any] = srsly.read_json(model_path / "meta.json")
+    metrics: Dict[str, Any] = srsly.read_json(metrics_path)
+    meta.update(name=name, version=version)
+    meta["performance"] = {**meta.get("performance", {}), **metrics}
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    srsly.write_json(output_path, meta)
+    msg.good(f"Saved meta with scores from {metrics_path} to {output_path}")

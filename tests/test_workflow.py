@@ -1,0 +1,109 @@
+"""`spacy project run all` on tiny data with a tiny local BERT, then the package it builds."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from synthetic import make_sentences, to_conll
+
+ROOT = Path(__file__).parent.parent
+# Tiny-model training settings, passed the way spaCy reads config overrides from the environment.
+TRAIN_OVERRIDES = (
+    "--training.optimizer.learn_rate.initial_rate 0.001 "
+    "--training.optimizer.learn_rate.warmup_steps 2 "
+    "--training.optimizer.learn_rate.total_steps 100 "
+    "--training.batcher.size 100"
+)
+
+
+def run(args: List[str], cwd: Path, env: Dict[str, str]) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_bert: str) -> Path:
+    """A copy of the project with tiny CoNLL data, run once through the `all` workflow."""
+    base = tmp_path_factory.mktemp("workflow")
+    project_dir = base / "project"
+    project_dir.mkdir()
+    shutil.copy(ROOT / "project.yml", project_dir)
+    shutil.copytree(ROOT / "configs", project_dir / "configs")
+    (project_dir / "spacy_bert_ner").symlink_to(ROOT / "spacy_bert_ner")
+    data = base / "data"
+    data.mkdir()
+    for split, n, seed in [("train", 80, 0), ("dev", 20, 1), ("test", 20, 2)]:
+        (data / f"{split}.txt").write_text(to_conll(make_sentences(n, seed)), encoding="utf8")
+    return project_dir
+
+
+def project_run(project_dir: Path, tiny_bert: str, *args: str) -> str:
+    data = project_dir.parent / "data"
+    env = {**os.environ, "SPACY_CONFIG_OVERRIDES": TRAIN_OVERRIDES, "PIP_NO_INDEX": "1"}
+    variables = {
+        "train": data / "train.txt",
+        "dev": data / "dev.txt",
+        "test": data / "test.txt",
+        "encoder": tiny_bert,
+        "max_epochs": 10,
+        "eval_frequency": 20,
+        "n_sents": 1,
+    }
+    cli = [sys.executable, "-m", "spacy", "project", "run", *args, str(project_dir)]
+    return run(cli + [f"--vars.{k}={v}" for k, v in variables.items()], project_dir, env)
+
+
+@pytest.mark.workflow
+def test_project_all_builds_an_installable_pipeline(project: Path, tiny_bert: str) -> None:
+    project_run(project, tiny_bert, "all")
+    test_scores = json.loads((project / "metrics" / "test.json").read_text())
+    assert test_scores["ents_f"] >= 0.9
+    assert set(test_scores["ents_per_type"]) == {"PER", "ORG", "LOC"}
+    assert test_scores["speed"] > 0
+    wheel = project / "packages/en_bert_ner-0.1.0/dist/en_bert_ner-0.1.0-py3-none-any.whl"
+    assert wheel.exists()
+    assert (project / "packages/en_bert_ner-0.1.0/dist/en_bert_ner-0.1.0.tar.gz").exists()
+
+    # Install the wheel alone into its own directory and load it in a fresh process by name.
+    site = project.parent / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
+    run(pip + ["--target", str(site), str(wheel)], project, dict(os.environ))
+    code = (
+        "import json, spacy; from spacy import displacy\n"
+        "nlp = spacy.load('en_bert_ner')\n"
+        "doc = nlp('yesterday john smith visited paris with mary jones .')\n"
+        "html = displacy.render(doc, style='ent')\n"
+        "print(json.dumps({'ents': [[e.text, e.label_] for e in doc.ents], 'html': html,\n"
+        "  'performance': nlp.meta['performance']['ents_f'], 'file': spacy.util.get_package_path"
+        "('en_bert_ner').as_posix()}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
+    out = json.loads(run([sys.executable, "-c", code], project.parent, env).splitlines()[-1])
+    assert out["file"].startswith(site.as_posix())
+    assert out["ents"] == [["john smith", "PER"], ["paris", "LOC"], ["mary jones", "PER"]]
+    assert 'class="entity"' in out["html"] and "john smith" in out["html"]
+    # The packaged meta carries the evaluated test scores.
+    assert out["performance"] == pytest.approx(test_scores["ents_f"])
+
+
+@pytest.mark.workflow
+def test_project_reruns_only_what_changed(project: Path, tiny_bert: str) -> None:
+    if not (project / "project.lock").exists():
+        project_run(project, tiny_bert, "all")
+    output = project_run(project, tiny_bert, "all")
+    for step in ("convert", "train", "evaluate"):
+        assert f"Skipping '{step}': nothing changed" in output
+    config = project / "configs" / "bert_ner.cfg"
+    # A changed config retrains (a new seed gives new weights), and so re-evaluates and repackages.
+    config.write_text(config.read_text().replace("seed = 0", "seed = 1"))
+    output = project_run(project, tiny_bert, "all")
+    assert "Skipping 'convert': nothing changed" in output
+    assert "Skipping 'train'" not in output
+    assert "Skipping 'evaluate'" not in output
