@@ -6,8 +6,10 @@ from typing import Any, Dict, NoReturn
 import spacy
 import srsly
 import typer
+from tqdm import tqdm
 from wasabi import msg
 
+from .annotate import INPUT_FORMATS, ON_ERROR, RecordError, annotate
 from .convert import ConversionStats, convert
 
 app = typer.Typer(name="spacy_bert_ner", no_args_is_help=True, add_completion=False)
@@ -81,3 +83,51 @@ def package_meta_cli(
     output_path.parent.mkdir(parents=True, exist_ok=True)
     srsly.write_json(output_path, meta)
     msg.good(f"Saved meta with scores from {metrics_path} to {output_path}")
+
+
+@app.command("annotate")
+def annotate_cli(
+    model: str = typer.Argument(..., help="Pipeline: an installed package name or a directory"),
+    input_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Text/JSONL(.gz)"),
+    output_path: Path = typer.Argument(..., dir_okay=False, help="Output JSONL file"),
+    file_format: str = typer.Option("auto", "--format", "-f", help="auto, text or jsonl"),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Docs per batch"),
+    gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
+    n_process: int = typer.Option(1, "--n-process", "-n", help="Worker processes (CPU)"),
+    on_error: str = typer.Option("stop", "--on-error", help="Bad records: stop or skip"),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run"),
+) -> None:
+    """Annotate plain text (one doc per line) or JSONL records ("text" field; other fields are
+    kept), optionally gzipped, into JSONL with each record's entities."""
+    if file_format not in INPUT_FORMATS or on_error not in ON_ERROR:
+        fail(ValueError(f"--format takes {INPUT_FORMATS}, --on-error takes {ON_ERROR}."))
+    if gpu_id >= 0:
+        spacy.require_gpu(gpu_id)
+    nlp = spacy.load(model)
+    with tqdm(unit=" docs", desc="Annotating", disable=None) as bar:
+        try:
+            stats = annotate(
+                nlp,
+                input_path,
+                output_path,
+                file_format=file_format,
+                batch_size=batch_size,
+                n_process=n_process,
+                on_error=on_error,
+                resume=resume,
+                progress=bar.update,
+            )
+        except RecordError as err:
+            bar.close()
+            msg.fail("Stopped at a bad record (pass --on-error skip to skip such records)")
+            typer.echo(str(err), err=True)
+            msg.info("Output is complete up to the previous chunk: rerun with --resume.")
+            raise typer.Exit(1) from None
+    if stats.resumed_after_line:
+        msg.info(f"Resumed after input line {stats.resumed_after_line}")
+    for skipped in stats.skipped:
+        typer.echo(f"Skipped {skipped}", err=True)
+    msg.good(
+        f"Annotated {stats.docs} docs ({stats.entities} entities) into {output_path}; "
+        f"skipped {len(stats.skipped)} bad records"
+    )

@@ -1,22 +1,20 @@
 """The `bert_ner` component end to end, with the project config over a tiny local BERT."""
 
 import math
-import random
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy
 import pytest
 import spacy
-from conftest import CONFIG_PATH
+from conftest import build_nlp, train
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.training import Example
-from spacy.util import load_config, load_model_from_config
 from synthetic import make_examples
-from thinc.api import Adam, fix_random_seed
+from thinc.api import fix_random_seed
 
 from spacy_bert_ner.pipeline_component import BertNER
 
@@ -49,37 +47,6 @@ HASH_EMBED_MODEL = {
         "pretrained_vectors": None,
     },
 }
-
-
-def build_nlp(
-    tiny_bert: str,
-    overrides: Optional[Dict[str, Any]] = None,
-    init_labels: Optional[List[str]] = None,
-) -> Language:
-    config = load_config(
-        CONFIG_PATH,
-        overrides={"components.transformer.model.name": tiny_bert, **(overrides or {})},
-    )
-    if init_labels is not None:
-        config["initialize"]["components"]["bert_ner"] = {"labels": init_labels}
-    return load_model_from_config(config, auto_fill=True)
-
-
-def train(nlp: Language, epochs: int, seed: int = 0) -> List[float]:
-    """Adam(1e-3), batches of 8 over 60 synthetic examples; returns the loss of each epoch."""
-    fix_random_seed(seed)
-    examples = make_examples(nlp, 60, 0)
-    nlp.initialize(lambda: examples)
-    optimizer = Adam(1e-3)
-    rng = random.Random(seed)
-    epoch_losses = []
-    for _ in range(epochs):
-        rng.shuffle(examples)
-        losses: Dict[str, float] = {}
-        for i in range(0, len(examples), 8):
-            nlp.update(examples[i : i + 8], sgd=optimizer, losses=losses, drop=0.1)
-        epoch_losses.append(losses["bert_ner"])
-    return epoch_losses
 
 
 def ents(doc: Doc) -> List[Tuple[str, str]]:
