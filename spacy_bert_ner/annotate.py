@@ -11,10 +11,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, cast
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple, cast
 
 from spacy.language import Language
 from spacy.tokens import Doc
+
+from .inference import sorted_pipe
 
 INPUT_FORMATS = ("auto", "text", "jsonl")
 ON_ERROR = ("stop", "skip")
@@ -152,32 +154,6 @@ class ResumableWriter:
         self.file.close()
 
 
-def length_sorted_pipe(
-    nlp: Language, records: Iterable[Record], *, batch_size: int, buffer: int, **kwargs: Any
-) -> Iterator[Tuple[Doc, Record]]:
-    """`nlp.pipe` over buffers of records sorted by length (so batches need little padding), with
-    results given back in input order."""
-    chunk: List[Record] = []
-
-    def flush() -> Iterator[Tuple[Doc, Record]]:
-        order = sorted(range(len(chunk)), key=lambda i: len(chunk[i].text))
-        texts = ((chunk[i].text, i) for i in order)
-        docs: List[Optional[Doc]] = [None] * len(chunk)
-        for doc, i in nlp.pipe(texts, as_tuples=True, batch_size=batch_size, **kwargs):
-            docs[i] = doc
-        for maybe_doc, record in zip(docs, chunk):
-            assert maybe_doc is not None
-            yield maybe_doc, record
-
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= buffer:
-            yield from flush()
-            chunk = []
-    if chunk:
-        yield from flush()
-
-
 def annotate(
     nlp: Language,
     input_path: Path,
@@ -218,8 +194,9 @@ def annotate(
     lines: List[str] = []
     last_line = writer.after_line
     try:
-        for doc, record in length_sorted_pipe(
-            nlp, records, batch_size=batch_size, buffer=batch_size * 16, n_process=n_process
+        texts = ((record.text, record) for record in records)
+        for doc, record in sorted_pipe(
+            nlp, texts, batch_size=batch_size, buffer=batch_size * 16, n_process=n_process
         ):
             entities = doc_entities(doc, spans_key)
             lines.append(
