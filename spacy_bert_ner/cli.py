@@ -1,7 +1,7 @@
 """Command line: `python -m spacy_bert_ner COMMAND` (also used by the project's project.yml)."""
 
 from pathlib import Path
-from typing import Any, Dict, NoReturn
+from typing import Any, Dict, NoReturn, Optional
 
 import spacy
 import srsly
@@ -9,9 +9,11 @@ import typer
 from tqdm import tqdm
 from wasabi import msg
 
-from .annotate import INPUT_FORMATS, ON_ERROR, RecordError, annotate
+from .annotate import INPUT_FORMATS, ON_ERROR, AnnotateStats, RecordError, annotate
 from .convert import ConversionStats, convert
 from .inference import load
+
+ENGINES = ("local", "ray")
 
 app = typer.Typer(name="spacy_bert_ner", no_args_is_help=True, add_completion=False)
 
@@ -98,27 +100,54 @@ def annotate_cli(
     on_error: str = typer.Option("stop", "--on-error", help="Bad records: stop or skip"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run"),
     quantized: bool = typer.Option(False, "--quantize", help="int8 encoder (faster on CPU)"),
+    engine: str = typer.Option("local", "--engine", help="local, or ray (distributed)"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address"),
+    num_actors: int = typer.Option(2, "--num-actors", help="Ray: pipeline actors"),
+    cpus_per_actor: float = typer.Option(1.0, "--cpus-per-actor", help="Ray: CPUs per actor"),
+    gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", help="Ray: GPUs per actor"),
+    output_format: str = typer.Option("jsonl", "--output-format", help="Ray: jsonl or parquet"),
 ) -> None:
     """Annotate plain text (one doc per line) or JSONL records ("text" field; other fields are
     kept), optionally gzipped, into JSONL with each record's entities."""
-    if file_format not in INPUT_FORMATS or on_error not in ON_ERROR:
-        fail(ValueError(f"--format takes {INPUT_FORMATS}, --on-error takes {ON_ERROR}."))
-    if gpu_id >= 0:
-        spacy.require_gpu(gpu_id)
-    nlp = load(model, quantized=quantized)
+    if file_format not in INPUT_FORMATS or on_error not in ON_ERROR or engine not in ENGINES:
+        fail(
+            ValueError(
+                f"--format takes {INPUT_FORMATS}, --on-error {ON_ERROR}, --engine {ENGINES}."
+            )
+        )
     with tqdm(unit=" docs", desc="Annotating", disable=None) as bar:
         try:
-            stats = annotate(
-                nlp,
-                input_path,
-                output_path,
-                file_format=file_format,
-                batch_size=batch_size,
-                n_process=n_process,
-                on_error=on_error,
-                resume=resume,
-                progress=bar.update,
-            )
+            if engine == "ray":
+                stats = run_on_ray(
+                    model,
+                    input_path,
+                    output_path,
+                    file_format=file_format,
+                    output_format=output_format,
+                    batch_size=batch_size,
+                    num_actors=num_actors,
+                    cpus_per_actor=cpus_per_actor,
+                    gpus_per_actor=gpus_per_actor,
+                    on_error=on_error,
+                    resume=resume,
+                    quantized=quantized,
+                    address=ray_address,
+                    progress=bar.update,
+                )
+            else:
+                if gpu_id >= 0:
+                    spacy.require_gpu(gpu_id)
+                stats = annotate(
+                    load(model, quantized=quantized),
+                    input_path,
+                    output_path,
+                    file_format=file_format,
+                    batch_size=batch_size,
+                    n_process=n_process,
+                    on_error=on_error,
+                    resume=resume,
+                    progress=bar.update,
+                )
         except RecordError as err:
             bar.close()
             msg.fail("Stopped at a bad record (pass --on-error skip to skip such records)")
@@ -133,3 +162,12 @@ def annotate_cli(
         f"Annotated {stats.docs} docs ({stats.entities} entities) into {output_path}; "
         f"skipped {len(stats.skipped)} bad records"
     )
+
+
+def run_on_ray(*args: Any, **kwargs: Any) -> AnnotateStats:
+    """The Ray engine, imported only when asked for, with a clear error if Ray is missing."""
+    try:
+        from .ray_engine import annotate_on_ray
+    except ImportError as err:
+        fail(ImportError(f"--engine ray needs Ray Data: pip install 'spacy-bert-ner[ray]' ({err})"))
+    return annotate_on_ray(*args, **kwargs)

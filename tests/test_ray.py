@@ -1,0 +1,144 @@
+"""`annotate --engine ray` on a local Ray cluster (loopback, 2 CPUs: 2 pipeline actors with half a
+CPU each, and one CPU for the reading task)."""
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import spacy
+from synthetic import make_sentences
+
+from spacy_bert_ner.annotate import annotate
+
+RAY = {"num_actors": 2, "cpus_per_actor": 0.5}
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200 JSONL records with extra fields, one of them invalid JSON."""
+    path = tmp_path_factory.mktemp("ray-input") / "in.jsonl"
+    lines = [
+        json.dumps({"id": i, "text": " ".join(words)})
+        for i, (words, _) in enumerate(make_sentences(200, seed=7))
+    ]
+    lines[57] = '{"id": 57, "text": broken'
+    path.write_text("\n".join(lines) + "\n", encoding="utf8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_output(pipeline_path: Path, source: Path, tmp_path_factory: pytest.TempPathFactory):
+    output = tmp_path_factory.mktemp("local") / "out.jsonl"
+    annotate(spacy.load(pipeline_path), source, output, batch_size=8, on_error="skip")
+    return read_jsonl(output)
+
+
+def read_jsonl(path: Path) -> List[Dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf8").splitlines()]
+
+
+def without_scores(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [
+        {**r, "entities": [{k: v for k, v in e.items() if k != "score"} for e in r["entities"]]}
+        for r in records
+    ]
+
+
+def assert_same(records: List[Dict[str, Any]], expected: List[Dict[str, Any]]) -> None:
+    assert without_scores(records) == without_scores(expected)
+    scores = [e["score"] for r in records for e in r["entities"]]
+    assert scores == pytest.approx([e["score"] for r in expected for e in r["entities"]], abs=1e-5)
+
+
+def test_ray_output_identical_to_local_run(pipeline_path, source, local_output, tmp_path):
+    from spacy_bert_ner.ray_engine import annotate_on_ray
+
+    output = tmp_path / "ray.jsonl"
+    stats = annotate_on_ray(
+        str(pipeline_path), source, output, batch_size=8, on_error="skip", **RAY
+    )
+    assert [(e.line, e.reason.split(":")[0]) for e in stats.skipped] == [(58, "invalid JSON")]
+    assert stats.docs == 199
+    records = read_jsonl(output)
+    assert [r["id"] for r in records] == [i for i in range(200) if i != 57]
+    assert_same(records, local_output)
+
+
+def test_killed_worker_loses_and_duplicates_nothing(pipeline_path, source, local_output, tmp_path):
+    import psutil
+
+    from spacy_bert_ner.ray_engine import annotate_on_ray
+
+    killed: List[int] = []
+
+    def kill_one_actor(_: int) -> None:
+        if killed:
+            return
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if "RayAnnotator" in " ".join(proc.info["cmdline"] or []):
+                os.kill(proc.info["pid"], signal.SIGKILL)
+                killed.append(proc.info["pid"])
+                return
+
+    output = tmp_path / "ray.jsonl"
+    stats = annotate_on_ray(
+        str(pipeline_path),
+        source,
+        output,
+        batch_size=4,
+        on_error="skip",
+        progress=kill_one_actor,
+        **RAY,
+    )
+    assert killed, "no pipeline actor process was found to kill"
+    assert stats.docs == 199
+    assert_same(read_jsonl(output), local_output)
+
+
+def test_bad_record_stops_and_parquet_output(pipeline_path, source, local_output, tmp_path):
+    import pyarrow.parquet
+
+    from spacy_bert_ner.annotate import RecordError
+    from spacy_bert_ner.ray_engine import annotate_on_ray
+
+    with pytest.raises(RecordError, match=r"in.jsonl:58: invalid JSON"):
+        annotate_on_ray(str(pipeline_path), source, tmp_path / "stop.jsonl", batch_size=8, **RAY)
+    # Everything before the bad record was written, in order, and the run can resume after fixing.
+    assert [r["id"] for r in read_jsonl(tmp_path / "stop.jsonl")] == list(range(57))
+
+    output = tmp_path / "out.parquet"
+    annotate_on_ray(
+        str(pipeline_path),
+        source,
+        output,
+        output_format="parquet",
+        on_error="skip",
+        batch_size=8,
+        **RAY,
+    )
+    table = pyarrow.parquet.read_table(output).to_pylist()
+    assert [row["line"] for row in table] == [n for n in range(1, 201) if n != 58]
+    assert_same([json.loads(row["record"]) for row in table], local_output)
+    assert without_scores([{"entities": row["entities"]} for row in table]) == without_scores(
+        [{"entities": r["entities"]} for r in local_output]
+    )
+
+
+def test_too_few_cpus_is_a_clear_error(pipeline_path, source, tmp_path):
+    from spacy_bert_ner.ray_engine import annotate_on_ray
+
+    with pytest.raises(ValueError, match="Lower --num-actors or --cpus-per-actor"):
+        annotate_on_ray(str(pipeline_path), source, tmp_path / "o.jsonl", num_actors=2)
