@@ -124,6 +124,12 @@ def doc_entities(doc: Doc, spans_key: str = "bert_ner") -> List[Dict[str, Any]]:
     ]
 
 
+def annotated_line(doc: Doc, record: Record, spans_key: str = "bert_ner") -> str:
+    """The output JSONL line of one record: its fields plus "entities"."""
+    output = {**record.data, "entities": doc_entities(doc, spans_key)}
+    return json.dumps(output, ensure_ascii=False) + "\n"
+
+
 class ResumableWriter:
     """Appends JSONL lines and, after each flushed chunk, records in OUTPUT.progress the output
     size and the last input line it covers. Resuming truncates the output to the recorded size,
@@ -198,12 +204,9 @@ def annotate(
         for doc, record in sorted_pipe(
             nlp, texts, batch_size=batch_size, buffer=batch_size * 16, n_process=n_process
         ):
-            entities = doc_entities(doc, spans_key)
-            lines.append(
-                json.dumps({**record.data, "entities": entities}, ensure_ascii=False) + "\n"
-            )
+            lines.append(annotated_line(doc, record, spans_key))
             stats.docs += 1
-            stats.entities += len(entities)
+            stats.entities += len(doc.ents)
             last_line = record.line
             if len(lines) >= batch_size:
                 writer.write(lines, last_line)

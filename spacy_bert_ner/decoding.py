@@ -4,6 +4,7 @@ Everything here works on plain numpy arrays, so it is cheap to test exhaustively
 spaCy, thinc and the device the model ran on.
 """
 
+from functools import lru_cache
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy
@@ -83,6 +84,16 @@ def _can_follow(previous: str, current: str, scheme: str) -> bool:
     if inside:
         return prefix in ("I", "L") and prev_label == label
     return prefix in (OUTSIDE, "B", "U")
+
+
+@lru_cache(maxsize=16)
+def _cached_constraints(tags: Tuple[str, ...], scheme: str) -> Constraints:
+    return make_constraints(tags, scheme)
+
+
+def constraints_for(tags: Sequence[str], scheme: str) -> Constraints:
+    """`make_constraints`, computed once per tag inventory (the result must not be modified)."""
+    return _cached_constraints(tuple(tags), scheme)
 
 
 def make_constraints(tags: Sequence[str], scheme: str) -> Constraints:

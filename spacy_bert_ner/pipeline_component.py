@@ -23,8 +23,8 @@ from .decoding import (
     biluo_to_scheme,
     check_decoder,
     check_scheme,
+    constraints_for,
     decode,
-    make_constraints,
     make_tags,
 )
 from .scorer import score_ents
@@ -206,7 +206,7 @@ class BertNER(TrainablePipe):
     def set_annotations(self, docs: Iterable[Doc], scores: List[Floats2d]) -> None:
         """Decode the tag probabilities and write the entities to `doc.ents` and `doc.spans`."""
         tags = self.tags
-        constraints = make_constraints(tags, self.cfg["scheme"])
+        constraints = constraints_for(tags, self.cfg["scheme"])
         for doc, doc_scores in zip(docs, scores):
             entities = decode(to_numpy(doc_scores), tags, constraints, self.decoder)
             self._set_doc_entities(doc, entities)

@@ -18,7 +18,7 @@ from .annotate import (
     AnnotateStats,
     RecordError,
     ResumableWriter,
-    doc_entities,
+    annotated_line,
     input_format,
     open_input,
     parse_line,
@@ -96,8 +96,7 @@ class RayAnnotator:
             if record is not None:
                 texts.append((record.text, record))
         for doc, record in sorted_pipe(self.nlp, texts, batch_size=self.batch_size):
-            output = {**record.data, "entities": doc_entities(doc)}
-            out[record.line] = {"output": json.dumps(output, ensure_ascii=False), "error": ""}
+            out[record.line] = {"output": annotated_line(doc, record).rstrip("\n"), "error": ""}
         lines = sorted(out)
         return {
             "line": lines,
