@@ -1,8 +1,8 @@
 """BERT token-classification NER as a trainable spaCy pipeline component (`bert_ner`)."""
 
 from . import architectures, scorer  # noqa: F401  (registers the architectures and scorer)
-from .inference import load, quantize, sorted_pipe
+from .inference import load, quantize
 from .pipeline_component import BertNER, make_bert_ner
 
 __version__ = "0.1.0"
-__all__ = ["BertNER", "make_bert_ner", "load", "quantize", "sorted_pipe", "__version__"]
+__all__ = ["BertNER", "make_bert_ner", "load", "quantize", "__version__"]

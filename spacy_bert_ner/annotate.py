@@ -16,8 +16,6 @@ from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tupl
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from .inference import sorted_pipe
-
 INPUT_FORMATS = ("auto", "text", "jsonl")
 ON_ERROR = ("stop", "skip")
 
@@ -166,7 +164,7 @@ def annotate(
     output_path: Path,
     *,
     file_format: str = "auto",
-    batch_size: int = 64,
+    batch_size: Optional[int] = None,
     n_process: int = 1,
     on_error: str = "stop",
     resume: bool = False,
@@ -175,6 +173,9 @@ def annotate(
 ) -> AnnotateStats:
     """Annotate every record of `input_path` into `output_path` (JSONL with "entities").
 
+    batch_size (Optional[int]): Docs per `nlp.pipe` batch (and per output chunk); None uses the
+        pipeline's `nlp.batch_size`. The transformer sorts each batch by length and encodes it in
+        sub-batches of similar length, so large batches mean little padding.
     on_error (str): "stop" raises RecordError at the first bad record; "skip" counts it in the
         returned stats and goes on.
     resume (bool): Continue an interrupted run from its OUTPUT.progress file.
@@ -201,14 +202,14 @@ def annotate(
     last_line = writer.after_line
     try:
         texts = ((record.text, record) for record in records)
-        for doc, record in sorted_pipe(
-            nlp, texts, batch_size=batch_size, buffer=batch_size * 16, n_process=n_process
+        for doc, record in nlp.pipe(
+            texts, as_tuples=True, batch_size=batch_size, n_process=n_process
         ):
             lines.append(annotated_line(doc, record, spans_key))
             stats.docs += 1
             stats.entities += len(doc.ents)
             last_line = record.line
-            if len(lines) >= batch_size:
+            if len(lines) >= (batch_size or nlp.batch_size):
                 writer.write(lines, last_line)
                 if progress is not None:
                     progress(len(lines))

@@ -1,5 +1,6 @@
 """Command line: `python -m spacy_bert_ner COMMAND` (also used by the project's project.yml)."""
 
+import os
 from pathlib import Path
 from typing import Any, Dict, NoReturn, Optional
 
@@ -94,7 +95,9 @@ def annotate_cli(
     input_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Text/JSONL(.gz)"),
     output_path: Path = typer.Argument(..., dir_okay=False, help="Output JSONL file"),
     file_format: str = typer.Option("auto", "--format", "-f", help="auto, text or jsonl"),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Docs per batch"),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", "-b", help="Docs per batch (default: the pipeline's)"
+    ),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
     n_process: int = typer.Option(1, "--n-process", "-n", help="Worker processes (CPU)"),
     on_error: str = typer.Option("stop", "--on-error", help="Bad records: stop or skip"),
@@ -124,7 +127,7 @@ def annotate_cli(
                     output_path,
                     file_format=file_format,
                     output_format=output_format,
-                    batch_size=batch_size,
+                    batch_size=batch_size or 64,
                     num_actors=num_actors,
                     cpus_per_actor=cpus_per_actor,
                     gpus_per_actor=gpus_per_actor,
@@ -137,6 +140,9 @@ def annotate_cli(
             else:
                 if gpu_id >= 0:
                     spacy.require_gpu(gpu_id)
+                if n_process > 1:  # share the cores between the worker processes' torch threads
+                    threads = max(1, (os.cpu_count() or 1) // n_process)
+                    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
                 stats = annotate(
                     load(model, quantized=quantized),
                     input_path,

@@ -5,7 +5,7 @@ spaCy, thinc and the device the model ran on.
 """
 
 from functools import lru_cache
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Sequence, Tuple, Union
 
 import numpy
 
@@ -140,13 +140,14 @@ def path_score(log_probs: numpy.ndarray, path: Sequence[int]) -> float:
     return float(sum(log_probs[i, tag] for i, tag in enumerate(path)))
 
 
-def is_valid(path: Sequence[int], constraints: Constraints) -> bool:
+def is_valid(path: Union[Sequence[int], numpy.ndarray], constraints: Constraints) -> bool:
     """Whether a tag path obeys the scheme's start, transition and end constraints."""
     if len(path) == 0:
         return True
     if not constraints.start[path[0]] or not constraints.end[path[-1]]:
         return False
-    return all(constraints.allowed[a, b] for a, b in zip(path, path[1:]))
+    tags = numpy.asarray(path)
+    return bool(constraints.allowed[tags[:-1], tags[1:]].all())
 
 
 def tags_to_spans(tags: Sequence[str]) -> List[Tuple[int, int, str]]:
@@ -180,8 +181,11 @@ def decode(
     decoded tag: the same "average" aggregation Hugging Face's token-classification pipeline uses.
     """
     log_probs = numpy.log(numpy.maximum(probs, _MIN_PROB))
-    search = viterbi if decoder == "viterbi" else greedy
-    path = search(log_probs, constraints)
+    path = greedy(log_probs, constraints)
+    # The per-token best path is the best valid one whenever it is valid, as it mostly is for a
+    # trained model; only the other documents need the dynamic program.
+    if decoder == "viterbi" and not is_valid(path, constraints):
+        path = viterbi(log_probs, constraints)
     token_probs = probs[numpy.arange(len(path)), path]
     return [
         Entity(start, end, label, float(token_probs[start:end].mean()))

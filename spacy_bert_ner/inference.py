@@ -1,15 +1,12 @@
-"""Fast inference: length-sorted batching and optional int8 dynamic quantization of the encoder."""
+"""Fast inference: optional int8 dynamic quantization of the encoder."""
 
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Union
 
 import spacy
 from spacy.language import Language
-from spacy.tokens import Doc
 from spacy_transformers.layers import TransformerModel
-
-Context = TypeVar("Context")
 
 
 def quantize(nlp: Language) -> Language:
@@ -44,39 +41,3 @@ def load(name: Union[str, Path], *, quantized: bool = False, **kwargs: Any) -> L
     """`spacy.load`, optionally with the encoder quantized to int8 for faster CPU inference."""
     nlp = spacy.load(name, **kwargs)
     return quantize(nlp) if quantized else nlp
-
-
-def sorted_pipe(
-    nlp: Language,
-    texts: Iterable[Tuple[str, Context]],
-    *,
-    batch_size: int = 64,
-    buffer: int = 1024,
-    **kwargs: Any,
-) -> Iterator[Tuple[Doc, Context]]:
-    """`nlp.pipe(texts, as_tuples=True)`, but each buffer of texts is processed sorted by length,
-    so a batch holds texts of similar length and the encoder computes little padding; results come
-    back in input order. On CoNLL-2003 sentences this is ~1.6x faster than plain `nlp.pipe`.
-
-    buffer (int): How many texts are sorted together; memory grows with it, not with the input.
-    kwargs: Passed to `nlp.pipe` (e.g. `n_process`).
-    """
-    chunk: List[Tuple[str, Context]] = []
-
-    def flush() -> Iterator[Tuple[Doc, Context]]:
-        order = sorted(range(len(chunk)), key=lambda i: len(chunk[i][0]))
-        docs: List[Optional[Doc]] = [None] * len(chunk)
-        stream = ((chunk[i][0], i) for i in order)
-        for doc, i in nlp.pipe(stream, as_tuples=True, batch_size=batch_size, **kwargs):
-            docs[i] = doc
-        for maybe_doc, (_, context) in zip(docs, chunk):
-            assert maybe_doc is not None
-            yield maybe_doc, context
-
-    for item in texts:
-        chunk.append(item)
-        if len(chunk) >= buffer:
-            yield from flush()
-            chunk = []
-    if chunk:
-        yield from flush()

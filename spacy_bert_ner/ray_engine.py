@@ -23,7 +23,7 @@ from .annotate import (
     open_input,
     parse_line,
 )
-from .inference import load, sorted_pipe
+from .inference import load
 
 OUTPUT_FORMATS = ("jsonl", "parquet")
 
@@ -95,7 +95,7 @@ class RayAnnotator:
                 continue
             if record is not None:
                 texts.append((record.text, record))
-        for doc, record in sorted_pipe(self.nlp, texts, batch_size=self.batch_size):
+        for doc, record in self.nlp.pipe(texts, as_tuples=True, batch_size=self.batch_size):
             out[record.line] = {"output": annotated_line(doc, record).rstrip("\n"), "error": ""}
         lines = sorted(out)
         return {
@@ -131,7 +131,7 @@ def _ray_results(
             "file_format": file_format,
             "quantized": quantized,
             "use_gpu": gpus_per_actor > 0,
-            "batch_size": batch_size,
+            "batch_size": batch_size * 4,
         },
         batch_size=batch_size * 4,
         batch_format="numpy",

@@ -4,7 +4,7 @@ import spacy
 import torch
 from synthetic import make_sentences
 
-from spacy_bert_ner import load, quantize, sorted_pipe
+from spacy_bert_ner import load, quantize
 
 
 def ents(doc):
@@ -14,16 +14,6 @@ def ents(doc):
 def texts(n: int):
     # Sentences of very different lengths, so sorting reorders them.
     return [" ".join(words * (1 + i % 4)) for i, (words, _) in enumerate(make_sentences(n, 5))]
-
-
-def test_sorted_pipe_keeps_order_context_and_results(pipeline_path: Path) -> None:
-    nlp = spacy.load(pipeline_path)
-    items = [(text, {"id": i}) for i, text in enumerate(texts(40))]
-    results = list(sorted_pipe(nlp, items, batch_size=4, buffer=16))
-    assert [context["id"] for _, context in results] == list(range(40))
-    assert [doc.text for doc, _ in results] == [text for text, _ in items]
-    plain = nlp.pipe([text for text, _ in items], batch_size=4)
-    assert [ents(doc) for doc, _ in results] == [ents(doc) for doc in plain]
 
 
 def test_quantized_pipeline_agrees(pipeline_path: Path) -> None:
