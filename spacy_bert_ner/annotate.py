@@ -200,6 +200,13 @@ def annotate(
     )
     lines: List[str] = []
     last_line = writer.after_line
+
+    def flush() -> None:
+        writer.write(lines, last_line)
+        if progress is not None and lines:
+            progress(len(lines))
+        lines.clear()
+
     try:
         texts = ((record.text, record) for record in records)
         for doc, record in nlp.pipe(
@@ -210,15 +217,10 @@ def annotate(
             stats.entities += len(doc.ents)
             last_line = record.line
             if len(lines) >= (batch_size or nlp.batch_size):
-                writer.write(lines, last_line)
-                if progress is not None:
-                    progress(len(lines))
-                lines = []
+                flush()
         if stats.skipped:
             last_line = max(last_line, stats.skipped[-1].line)
-        writer.write(lines, last_line)
-        if progress is not None and lines:
-            progress(len(lines))
+        flush()
     finally:
         writer.close()
     return stats

@@ -10,7 +10,7 @@ Ray is an optional dependency: `pip install "spacy-bert-ner[ray]"`.
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 import numpy
 
@@ -145,6 +145,8 @@ def _ray_results(
 class ParquetWriter:
     """Output as Parquet: one row per record with its line, text, entities and full JSON record."""
 
+    after_line = 0  # Parquet output always starts from the beginning
+
     def __init__(self, path: Path) -> None:
         import pyarrow
         import pyarrow.parquet
@@ -169,6 +171,17 @@ class ParquetWriter:
         )
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.writer = pyarrow.parquet.ParquetWriter(str(path), self.schema)
+
+    @staticmethod
+    def row(line: int, output: str) -> Dict[str, Any]:
+        """The Parquet row of one output record (its JSON line)."""
+        record = json.loads(output)
+        return {
+            "line": line,
+            "text": record["text"],
+            "entities": record["entities"],
+            "record": output,
+        }
 
     def write(self, rows: List[Dict[str, Any]], last_line: int) -> None:
         if rows:
@@ -220,10 +233,11 @@ def annotate_on_ray(
             "Lower --num-actors or --cpus-per-actor (a fraction is fine)."
         )
     stats = AnnotateStats()
-    writer: Any = ParquetWriter(output_path) if output_format == "parquet" else None
-    resumable = ResumableWriter(output_path, resume) if writer is None else None
-    after_line = resumable.after_line if resumable is not None else 0
-    stats.resumed_after_line = after_line
+    parquet = output_format == "parquet"
+    writer: Union[ParquetWriter, ResumableWriter] = (
+        ParquetWriter(output_path) if parquet else ResumableWriter(output_path, resume)
+    )
+    after_line = stats.resumed_after_line = writer.after_line
     rows = _ray_results(
         str(model),
         input_path,
@@ -239,10 +253,7 @@ def annotate_on_ray(
     last_line = after_line
 
     def flush() -> None:
-        if resumable is not None:
-            resumable.write(pending, last_line)
-        else:
-            writer.write(pending, last_line)
+        writer.write(pending, last_line)
         if progress is not None and pending:
             progress(len(pending))
         pending.clear()
@@ -259,25 +270,14 @@ def annotate_on_ray(
                     raise err
                 stats.skipped.append(err)
             else:
-                record = json.loads(row["output"])
                 stats.docs += 1
-                stats.entities += len(record["entities"])
-                if resumable is not None:
-                    pending.append(row["output"] + "\n")
-                else:
-                    entities = record["entities"]
-                    pending.append(
-                        {
-                            "line": line,
-                            "text": record["text"],
-                            "entities": entities,
-                            "record": row["output"],
-                        }
-                    )
+                stats.entities += len(json.loads(row["output"])["entities"])
+                output = row["output"]
+                pending.append(ParquetWriter.row(line, output) if parquet else output + "\n")
             last_line = line
             if len(pending) >= batch_size:
                 flush()
         flush()
     finally:
-        (resumable or writer).close()
+        writer.close()
     return stats
