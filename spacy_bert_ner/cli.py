@@ -2,16 +2,18 @@
 
 import os
 from pathlib import Path
-from typing import Any, Dict, NoReturn, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
 import spacy
 import srsly
 import typer
+from spacy.tokens import DocBin
 from tqdm import tqdm
 from wasabi import msg
 
 from .annotate import INPUT_FORMATS, ON_ERROR, AnnotateStats, RecordError, annotate
 from .convert import ConversionStats, convert
+from .evaluation import analysis_json, compare, errors_html, predict
 from .inference import load
 
 ENGINES = ("local", "ray")
@@ -168,6 +170,77 @@ def annotate_cli(
         f"Annotated {stats.docs} docs ({stats.entities} entities) into {output_path}; "
         f"skipped {len(stats.skipped)} bad records"
     )
+
+
+@app.command("analyze")
+def analyze_cli(
+    model: str = typer.Argument(..., help="Pipeline: an installed package name or a directory"),
+    data_path: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="Gold .spacy/CoNLL/JSONL"
+    ),
+    output_dir: Path = typer.Argument(..., file_okay=False, help="Writes errors.json, errors.html"),
+    n_sents: int = typer.Option(10, "--n-sents", "-n", help="CoNLL input: sentences per doc"),
+    max_examples: int = typer.Option(5, "--max-examples", help="Examples kept per confusion"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Docs per batch"),
+    gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
+) -> None:
+    """Error analysis of a pipeline on gold data: P/R/F overall and per type, the most frequent
+    confusions (type, boundary, missed, spurious) with examples, and a displaCy page of errors."""
+    if gpu_id >= 0:
+        spacy.require_gpu(gpu_id)
+    nlp = load(model)
+    try:
+        gold_docs = read_gold_docs(data_path, nlp, n_sents)
+    except ValueError as err:
+        fail(err)
+    with msg.loading(f"Predicting {len(gold_docs)} docs..."):
+        pred_docs = predict(nlp, gold_docs, batch_size=batch_size)
+    report = compare(gold_docs, pred_docs)
+    analysis = analysis_json(report, gold_docs, max_examples)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    srsly.write_json(output_dir / "errors.json", analysis)
+    title = f"Errors of {model} on {data_path.name}"
+    html_page = errors_html(report, gold_docs, pred_docs, title=title)
+    (output_dir / "errors.html").write_text(html_page, encoding="utf8")
+    print_analysis(analysis)
+    msg.good(f"Saved {output_dir / 'errors.json'} and {output_dir / 'errors.html'}")
+
+
+def read_gold_docs(path: Path, nlp: Any, n_sents: int) -> List[Any]:
+    """Gold Docs from a DocBin, or from any file `convert` reads."""
+    if path.suffix == ".spacy":
+        try:
+            return list(DocBin().from_disk(path).get_docs(nlp.vocab))
+        except Exception as err:
+            raise ValueError(f"{path}: not a readable spaCy DocBin ({err}).") from None
+    docbin, _ = convert(path, spacy.blank(nlp.lang), n_sents=n_sents)
+    return list(docbin.get_docs(nlp.vocab))
+
+
+def print_analysis(analysis: Dict[str, Any], n_confusions: int = 10) -> None:
+    """Scores per type, error counts, and the most frequent confusions with one example each."""
+    scores = analysis["scores"]
+    rows = [
+        (label, f"{s['p']:.2f}", f"{s['r']:.2f}", f"{s['f']:.2f}", s["n_gold"])
+        for label, s in [("ALL", scores), *scores["per_type"].items()]
+    ]
+    msg.table(
+        rows, header=("type", "P", "R", "F", "gold"), divider=True, aligns=("l", "r", "r", "r", "r")
+    )
+    msg.table(list(analysis["error_kinds"].items()), header=("error", "count"), divider=True)
+    rows = [
+        (c["kind"], c["gold"], c["pred"], c["count"], _example(c["examples"][0]))
+        for c in analysis["confusions"][:n_confusions]
+    ]
+    header = ("error", "gold", "predicted", "count", "example: gold → predicted")
+    if rows:
+        msg.table(rows, header=header, divider=True, max_col=60)
+
+
+def _example(example: Dict[str, Any]) -> str:
+    """'gold words' → 'predicted words', with — for a missing side."""
+    gold, pred = (f"'{example[side]}'" if example[side] else "—" for side in ("gold", "pred"))
+    return f"{gold} → {pred}"
 
 
 def run_on_ray(*args: Any, **kwargs: Any) -> AnnotateStats:

@@ -1,0 +1,370 @@
+"""Accuracy benchmark: bert_ner vs spaCy's transition `ner` vs the Hugging Face recipe, on the same
+encoder, splits and epoch budget, scored by one conlleval-style scorer (spacy_bert_ner.evaluation).
+
+One system on one dataset per run, saved as JSON, so that runs can be spread over sessions:
+
+    python benchmarks/accuracy.py run bert_ner conll2003      # ours, configs/bert_ner.cfg
+    python benchmarks/accuracy.py run spacy_ner conll2003     # benchmarks/configs/spacy_ner.cfg
+    python benchmarks/accuracy.py run hf conll2003            # benchmarks/hf_recipe.py
+    python benchmarks/accuracy.py table --write BENCHMARKS.md
+
+`bash benchmarks/run_accuracy.sh` runs all six (3 systems x CoNLL-2003, WNUT-17) in turn.
+Variants of ours (for the ablations) take `--name`, `--config`, `--n-sents` and `--set key=value`.
+"""
+
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import spacy
+import srsly
+import torch
+import typer
+from spacy.cli.train import train as spacy_train
+from spacy.tokens import Doc, DocBin
+from spacy.training.loggers import console_logger
+from spacy.util import load_config, registry
+
+import spacy_bert_ner
+from spacy_bert_ner.convert import conll_to_docs
+from spacy_bert_ner.decoding import tags_to_spans
+from spacy_bert_ner.encoders import EMBEDDED_ENCODER
+from spacy_bert_ner.evaluation import EntitySpan, compare, doc_spans, predict, score_spans
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEMS = {
+    "bert_ner": ROOT / "configs" / "bert_ner.cfg",
+    "spacy_ner": ROOT / "benchmarks" / "configs" / "spacy_ner.cfg",
+    "hf": None,
+}
+DATASETS = {
+    "conll2003": ("conll2003/train.txt", "conll2003/dev.txt", "conll2003/test.txt"),
+    "wnut17": ("wnut17/train.conll", "wnut17/dev.conll", "wnut17/test.conll"),
+}
+SPLITS = ("train", "dev", "test")
+WARMUP_RATIO = 0.1
+LOGGER = "spacy_bert_ner.benchmark_logger.v1"
+TABLE_START, TABLE_END = "<!-- accuracy:start -->", "<!-- accuracy:end -->"
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+
+def project_n_sents() -> int:
+    """Sentences per Doc in the project workflow (project.yml's `n_sents` var)."""
+    return int(srsly.read_yaml(ROOT / "project.yml")["vars"]["n_sents"])
+
+
+def default_n_sents(system: str, dataset: str) -> int:
+    """Ours reads CoNLL-2003 as the project does (document context); the peers, as in their
+    recipes, read one sentence per example. WNUT-17 tweets have no documents."""
+    return project_n_sents() if system == "bert_ner" and dataset == "conll2003" else 1
+
+
+def load_docs(path: Path, n_sents: int, limit: int) -> List[Doc]:
+    """Gold Docs of up to `n_sents` sentences (the first `limit` sentences when limit > 0)."""
+    nlp = spacy.blank("en")
+    sentences = list(conll_to_docs(path, nlp, n_sents=1))
+    if limit:
+        sentences = sentences[:limit]
+    if n_sents == 1:
+        return sentences
+    # Regroup within documents: read the file again at the wanted size, then cut to the limit.
+    docs, n_seen = [], 0
+    for doc in conll_to_docs(path, nlp, n_sents=n_sents):
+        n = len(list(doc.sents))
+        if limit and n_seen + n > limit:
+            break
+        docs.append(doc)
+        n_seen += n
+    return docs
+
+
+def bio_tags(doc: Doc) -> List[str]:
+    return [f"{t.ent_iob_}-{t.ent_type_}" if t.ent_iob_ in ("B", "I") else "O" for t in doc]
+
+
+def count_batches(config: Any, docs: Sequence[Doc]) -> int:
+    """Batches per epoch under the config's training batcher."""
+    batcher = registry.resolve({"batcher": config["training"]["batcher"]})["batcher"]
+    return sum(1 for _ in batcher(list(docs)))
+
+
+def train_spacy(
+    config_path: Path,
+    encoder: str,
+    docs: Dict[str, List[Doc]],
+    run_dir: Path,
+    epochs: int,
+    overrides: Dict[str, Any],
+    gpu_id: int,
+) -> Dict[str, Any]:
+    """Train a spaCy pipeline (ours or spacy_ner) into run_dir/training."""
+    corpus = run_dir / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    for split, split_docs in docs.items():
+        DocBin(docs=split_docs).to_disk(corpus / f"{split}.spacy")
+    n_batches = count_batches(load_config(config_path, overrides=overrides), docs["train"])
+    total_steps = epochs * n_batches
+    settings = {
+        "components.transformer.model.name": encoder,
+        "training.max_epochs": epochs,
+        "training.max_steps": 0,
+        "training.optimizer.learn_rate.total_steps": total_steps,
+        "training.optimizer.learn_rate.warmup_steps": round(WARMUP_RATIO * total_steps),
+        **overrides,
+    }
+    # The exact config trained, saved beside the model, with a log of the dev scores.
+    config = load_config(config_path, overrides=settings, interpolate=False)
+    log_path = run_dir / "train_log.jsonl"
+    log_path.unlink(missing_ok=True)
+    config["training"]["logger"] = {"@loggers": LOGGER, "output_file": str(log_path)}
+    config.to_disk(run_dir / "config.cfg")
+    paths = {"paths.train": str(corpus / "train.spacy"), "paths.dev": str(corpus / "dev.spacy")}
+    start = time.perf_counter()
+    spacy_train(run_dir / "config.cfg", run_dir / "training", use_gpu=gpu_id, overrides=paths)
+    return {
+        "train_seconds": round(time.perf_counter() - start),
+        "batches_per_epoch": n_batches,
+        "settings": settings,
+        "dev_curve": read_curve(log_path),
+    }
+
+
+def predict_spacy(
+    model_path: Path, docs: Dict[str, List[Doc]]
+) -> Tuple[Dict[str, Any], List[List[EntitySpan]], List[List[EntitySpan]]]:
+    """Predict dev and test with a trained spaCy pipeline."""
+    nlp = spacy.load(model_path)
+    start = time.perf_counter()
+    preds = {split: predict(nlp, docs[split]) for split in ("dev", "test")}
+    info = {
+        "predict_seconds": round(time.perf_counter() - start),
+        "errors_dev": compare(docs["dev"], preds["dev"]).kind_counts(),
+    }
+    return info, [doc_spans(d) for d in preds["dev"]], [doc_spans(d) for d in preds["test"]]
+
+
+@registry.loggers(LOGGER)
+def benchmark_logger(output_file: str) -> Any:
+    """spaCy's console log, also written as JSONL (for the dev curve in the results)."""
+    return console_logger(progress_bar=False, output_file=output_file)
+
+
+def read_curve(log_path: Path) -> List[Tuple[int, float]]:
+    """(step, dev entity F1) at each of spaCy's evaluations during training."""
+    if not log_path.exists():
+        return []
+    curve = []
+    for line in srsly.read_jsonl(log_path):
+        if isinstance(line, dict) and line.get("score") is not None:
+            curve.append((line["step"], round(100 * float(line["scores"]["ents_f"]), 2)))
+    return curve
+
+
+def run_hf(
+    encoder: str, docs: Dict[str, List[Doc]], epochs: int, gpu_id: int
+) -> Tuple[Dict[str, Any], List[List[EntitySpan]], List[List[EntitySpan]]]:
+    """Train the Hugging Face recipe and predict dev and test with the last model."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import hf_recipe
+
+    train = [([t.text for t in doc], bio_tags(doc)) for doc in docs["train"]]
+    start = time.perf_counter()
+    model, tokenizer, settings = hf_recipe.train(
+        encoder, train, epochs=epochs, device=f"cuda:{gpu_id}" if gpu_id >= 0 else "cpu"
+    )
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    spans = {
+        split: [
+            tags_to_spans(tags)
+            for tags in hf_recipe.predict(
+                model, tokenizer, [[t.text for t in d] for d in docs[split]]
+            )
+        ]
+        for split in ("dev", "test")
+    }
+    info = {
+        "train_seconds": round(train_seconds),
+        "predict_seconds": round(time.perf_counter() - start),
+        "settings": settings,
+    }
+    return info, spans["dev"], spans["test"]
+
+
+def machine() -> Dict[str, Any]:
+    import transformers
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "spacy": spacy.__version__,
+        "transformers": transformers.__version__,
+        "spacy_bert_ner": spacy_bert_ner.__version__,
+    }
+
+
+def parse_set(values: List[str]) -> Dict[str, Any]:
+    """`key=value` config overrides; values are read as JSON where they parse, else strings."""
+    overrides = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+@app.command("run")
+def run(
+    system: str = typer.Argument(..., help="bert_ner, spacy_ner or hf"),
+    dataset: str = typer.Argument(..., help="conll2003 or wnut17"),
+    epochs: int = typer.Option(3, help="Epoch budget (the same for every system)"),
+    name: Optional[str] = typer.Option(None, help="Result name (default: the system)"),
+    config: Optional[Path] = typer.Option(None, help="spaCy config (default: the system's)"),
+    n_sents: Optional[int] = typer.Option(None, help="Sentences per Doc (spaCy systems)"),
+    set_: List[str] = typer.Option([], "--set", help="Config override key=value (repeatable)"),
+    encoder: str = typer.Option(EMBEDDED_ENCODER, help="Encoder name or directory"),
+    data_dir: Path = typer.Option(ROOT.parent / "shared" / "data", help="Holds the datasets"),
+    work_dir: Path = typer.Option(ROOT / "benchmarks" / "work", help="Corpora and models"),
+    results_dir: Path = typer.Option(ROOT / "benchmarks" / "results" / "accuracy"),
+    limit: int = typer.Option(0, help="Use only the first N sentences of each split (smoke test)"),
+    gpu_id: int = typer.Option(-1, help="GPU id, or -1 for CPU"),
+) -> None:
+    """Train and evaluate one system on one dataset; save the scores as JSON."""
+    if system not in SYSTEMS:
+        raise typer.BadParameter(f"unknown system {system!r}: use {', '.join(SYSTEMS)}")
+    if dataset not in DATASETS:
+        raise typer.BadParameter(f"unknown dataset {dataset!r}: use {', '.join(DATASETS)}")
+    name = name or system
+    n_sents = default_n_sents(system, dataset) if n_sents is None else n_sents
+    paths = dict(zip(SPLITS, (data_dir / p for p in DATASETS[dataset])))
+    sentences = {split: load_docs(path, 1, limit) for split, path in paths.items()}
+    if system == "hf":
+        info, dev_spans, test_spans = run_hf(encoder, sentences, epochs, gpu_id)
+        gold = sentences
+    else:
+        config_path = config or SYSTEMS[system]
+        assert config_path is not None
+        gold = {split: load_docs(path, n_sents, limit) for split, path in paths.items()}
+        run_dir = work_dir / f"{dataset}__{name}"
+        info = train_spacy(config_path, encoder, gold, run_dir, epochs, parse_set(set_), gpu_id)
+        info.update(n_sents=n_sents, config=str(config_path))
+        predicted, dev_spans, test_spans = predict_spacy(run_dir / "training" / "model-last", gold)
+        info.update(predicted)
+    info.update(system=system, name=name, dataset=dataset, epochs=epochs, encoder=encoder)
+    save_result(results_dir, info, gold, dev_spans, test_spans, limit)
+
+
+@app.command("evaluate")
+def evaluate(
+    model: Path = typer.Argument(..., exists=True, file_okay=False, help="Trained spaCy pipeline"),
+    dataset: str = typer.Argument(..., help="conll2003 or wnut17"),
+    name: str = typer.Option(..., help="Result name"),
+    n_sents: int = typer.Option(1, help="Sentences per Doc, as the model was trained"),
+    epochs: int = typer.Option(3, help="Epochs the model was trained for"),
+    train_seconds: int = typer.Option(0, help="Training time, when measured elsewhere"),
+    data_dir: Path = typer.Option(ROOT.parent / "shared" / "data", help="Holds the datasets"),
+    results_dir: Path = typer.Option(ROOT / "benchmarks" / "results" / "accuracy"),
+) -> None:
+    """Score a spaCy pipeline trained elsewhere (e.g. by `spacy project run`) like `run` does."""
+    if dataset not in DATASETS:
+        raise typer.BadParameter(f"unknown dataset {dataset!r}: use {', '.join(DATASETS)}")
+    paths = dict(zip(SPLITS, (data_dir / p for p in DATASETS[dataset])))
+    gold = {split: load_docs(paths[split], n_sents, 0) for split in ("dev", "test")}
+    info, dev_spans, test_spans = predict_spacy(model, gold)
+    system = "bert_ner" if "bert_ner" in spacy.load(model).pipe_names else "spacy_ner"
+    info.update(system=system, name=name, dataset=dataset, epochs=epochs, n_sents=n_sents)
+    info.update(model=str(model), train_seconds=train_seconds)
+    save_result(results_dir, info, gold, dev_spans, test_spans, 0)
+
+
+def save_result(
+    results_dir: Path,
+    info: Dict[str, Any],
+    gold: Dict[str, List[Doc]],
+    dev_spans: List[List[EntitySpan]],
+    test_spans: List[List[EntitySpan]],
+    limit: int,
+) -> None:
+    """Score dev and test against the gold Docs and write the result JSON."""
+    result = {
+        **info,
+        "limit": limit,
+        "command": " ".join(["python", "benchmarks/accuracy.py", *sys.argv[1:]]),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine(),
+        "dev": score_spans([doc_spans(d) for d in gold["dev"]], dev_spans),
+        "test": score_spans([doc_spans(d) for d in gold["test"]], test_spans),
+    }
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = results_dir / f"{result['dataset']}__{result['name']}.json"
+    srsly.write_json(out, result)
+    typer.echo(
+        f"{result['dataset']} {result['name']}: dev F1 {result['dev']['f']:.2f}, "
+        f"test F1 {result['test']['f']:.2f} (train {info['train_seconds']} s) -> {out}"
+    )
+
+
+def load_results(results_dir: Path) -> List[Dict[str, Any]]:
+    return [srsly.read_json(p) for p in sorted(results_dir.glob("*.json"))]
+
+
+def markdown_table(results: List[Dict[str, Any]]) -> str:
+    """One row per dataset and system: dev and test P/R/F, test F1 per type, training time."""
+    lines = []
+    for dataset in DATASETS:
+        rows = [r for r in results if r["dataset"] == dataset]
+        if not rows:
+            continue
+        types = sorted({t for r in rows for t in r["test"]["per_type"]})
+        lines += [
+            f"\n**{dataset}** (entity-level exact match, %; last model after {rows[0]['epochs']} "
+            "epochs)\n",
+            "| system | dev F1 | test P | test R | test F1 | "
+            + " | ".join(f"test {t}" for t in types)
+            + " | train min |",
+            "|---" * (6 + len(types)) + "|",
+        ]
+        for r in sorted(rows, key=lambda r: -r["dev"]["f"]):
+            per_type = [r["test"]["per_type"].get(t, {}).get("f", 0.0) for t in types]
+            lines.append(
+                f"| {r['name']} | {r['dev']['f']:.2f} | {r['test']['p']:.2f} | "
+                f"{r['test']['r']:.2f} | **{r['test']['f']:.2f}** | "
+                + " | ".join(f"{f:.2f}" for f in per_type)
+                + f" | {r['train_seconds'] / 60:.0f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+@app.command("table")
+def table(
+    results_dir: Path = typer.Option(ROOT / "benchmarks" / "results" / "accuracy"),
+    write: Optional[Path] = typer.Option(None, help="Replace the table in this Markdown file"),
+) -> None:
+    """Print the results as a Markdown table (and write it into BENCHMARKS.md)."""
+    text = markdown_table(load_results(results_dir))
+    typer.echo(text)
+    if write:
+        page = write.read_text(encoding="utf8")
+        pattern = re.compile(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), re.S)
+        if not pattern.search(page):
+            raise typer.BadParameter(f"{write} has no {TABLE_START} ... {TABLE_END} block")
+        write.write_text(
+            pattern.sub(lambda _: f"{TABLE_START}\n{text}{TABLE_END}", page), encoding="utf8"
+        )
+
+
+if __name__ == "__main__":
+    app()
