@@ -1,12 +1,12 @@
 """Registered model architectures: the token classifier head, and the transformer it listens to."""
 
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from spacy.tokens import Doc
 from spacy.util import registry
 from spacy_transformers.layers import TransformerModel
-from thinc.api import Dropout, Model, Relu, Softmax_v2, chain, with_array, zero_init
+from thinc.api import Dropout, Model, Relu, Softmax_v2, chain, concatenate, with_array, zero_init
 from thinc.types import Floats2d
 
 from .encoders import resolve_encoder
@@ -36,6 +36,58 @@ def build_token_classifier(
     model.set_ref("tok2vec", tok2vec)
     model.set_ref("output_layer", output_layer)
     return model
+
+
+@registry.architectures("spacy_bert_ner.TokenClassifier.v2")
+def build_token_classifier_v2(
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    features: Optional[Model[List[Doc], List[Floats2d]]] = None,
+    hidden_width: int = 0,
+    nO: Optional[int] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """`TokenClassifier.v1` with extra token features concatenated to the tok2vec's vectors.
+
+    An uncased encoder (like the embedded MiniLM) lowercases its input, so capitalisation, a
+    strong NER cue, is lost; hash embeddings of the token's SHAPE, PREFIX and SUFFIX
+    (`spacy.MultiHashEmbed.v2`) feed it back to the classifier.
+
+    tok2vec (Model[List[Doc], List[Floats2d]]): As in v1, usually the transformer's listener.
+    features (Optional[Model[List[Doc], List[Floats2d]]]): Extra per-token vectors, or None.
+    hidden_width (int), nO (Optional[int]): As in v1.
+    """
+    if features is None:
+        return build_token_classifier(tok2vec, hidden_width=hidden_width, nO=nO)
+    model = build_token_classifier(
+        concatenate(_with_sized_empty_docs(tok2vec), features), hidden_width, nO
+    )
+    model.set_ref("tok2vec", tok2vec)
+    model.set_ref("features", features)
+    return model
+
+
+def _with_sized_empty_docs(
+    tok2vec: Model[List[Doc], List[Floats2d]],
+) -> Model[List[Doc], List[Floats2d]]:
+    """Give an empty doc's output the tok2vec's width: the transformer listener returns a (0, 0)
+    array for it, which `concatenate` cannot join with the features' (0, width) array."""
+
+    def forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
+        Ys, backprop = tok2vec(docs, is_train)
+        width = next((Y.shape[1] for Y in Ys if Y.size), 0)
+        sized = [Y if Y.size or not width else model.ops.alloc2f(0, width) for Y in Ys]
+        shapes = [Y.shape for Y in Ys]
+
+        def backprop_sized(dYs: List[Floats2d]) -> Any:
+            return backprop(
+                [
+                    dY if dY.shape == shape else model.ops.alloc2f(*shape)
+                    for dY, shape in zip(dYs, shapes)
+                ]
+            )
+
+        return sized, backprop_sized
+
+    return Model("with_sized_empty_docs", forward, layers=[tok2vec])
 
 
 @registry.architectures("spacy_bert_ner.TransformerModel.v1")

@@ -31,7 +31,7 @@ from .scorer import score_ents
 
 DEFAULT_MODEL_CONFIG = """
 [model]
-@architectures = "spacy_bert_ner.TokenClassifier.v1"
+@architectures = "spacy_bert_ner.TokenClassifier.v2"
 hidden_width = 0
 nO = null
 
@@ -42,6 +42,13 @@ upstream = "*"
 
 [model.tok2vec.pooling]
 @layers = "reduce_mean.v1"
+
+[model.features]
+@architectures = "spacy.MultiHashEmbed.v2"
+width = 64
+attrs = ["SHAPE","PREFIX","SUFFIX"]
+rows = [1000,2500,2500]
+include_static_vectors = false
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 

@@ -67,6 +67,11 @@ def test_project_all_builds_an_installable_pipeline(project: Path, tiny_bert: st
     assert test_scores["ents_f"] >= 0.9
     assert set(test_scores["ents_per_type"]) == {"PER", "ORG", "LOC"}
     assert test_scores["speed"] > 0
+    # The error analysis scores dev as `spacy evaluate` does, and renders the errors.
+    dev_scores = json.loads((project / "metrics" / "dev.json").read_text())
+    analysis = json.loads((project / "metrics" / "errors" / "errors.json").read_text())
+    assert analysis["scores"]["f"] == pytest.approx(100 * dev_scores["ents_f"], abs=0.01)
+    assert "<html" in (project / "metrics" / "errors" / "errors.html").read_text()
     wheel = project / "packages/en_bert_ner-0.1.0/dist/en_bert_ner-0.1.0-py3-none-any.whl"
     assert wheel.exists()
     assert (project / "packages/en_bert_ner-0.1.0/dist/en_bert_ner-0.1.0.tar.gz").exists()
@@ -98,7 +103,7 @@ def test_project_reruns_only_what_changed(project: Path, tiny_bert: str) -> None
     if not (project / "project.lock").exists():
         project_run(project, tiny_bert, "all")
     output = project_run(project, tiny_bert, "all")
-    for step in ("convert", "train", "evaluate"):
+    for step in ("convert", "train", "evaluate", "analyze"):
         assert f"Skipping '{step}': nothing changed" in output
     config = project / "configs" / "bert_ner.cfg"
     # A changed config retrains (a new seed gives new weights), and so re-evaluates and repackages.
