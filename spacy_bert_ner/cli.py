@@ -193,8 +193,8 @@ def analyze_cli(
         gold_docs = read_gold_docs(data_path, nlp, n_sents)
     except ValueError as err:
         fail(err)
-    with msg.loading(f"Predicting {len(gold_docs)} docs..."):
-        pred_docs = predict(nlp, gold_docs, batch_size=batch_size)
+    msg.info(f"Predicting {len(gold_docs)} docs from {data_path}")
+    pred_docs = predict(nlp, gold_docs, batch_size=batch_size)
     report = compare(gold_docs, pred_docs)
     analysis = analysis_json(report, gold_docs, max_examples)
     output_dir.mkdir(parents=True, exist_ok=True)

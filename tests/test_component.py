@@ -457,3 +457,30 @@ def test_any_spacy_tok2vec_works():
     scores = dev_f1(nlp)
     assert scores["ents_f"] >= 0.9
     assert ner.labels == ("LOC", "ORG", "PER")
+
+
+# --- casing features -------------------------------------------------------------------------
+
+
+def tag_probs(nlp: Language, text: str) -> numpy.ndarray:
+    pipe = nlp.get_pipe("bert_ner")
+    doc = nlp.get_pipe("transformer")(nlp.make_doc(text))
+    return numpy.asarray(pipe.model.predict([doc])[0])
+
+
+def test_casing_features_see_capitalisation(trained, tiny_bert):
+    """The tiny BERT lowercases its input, like the embedded MiniLM: only the casing features can
+    tell "Paris" from "paris"."""
+    model = trained.nlp.get_pipe("bert_ner").model
+    assert model.get_ref("features").name.startswith("extract_features")  # MultiHashEmbed
+    lower = tag_probs(trained.nlp, "john smith visited paris .")
+    upper = tag_probs(trained.nlp, "John Smith visited Paris .")
+    assert not numpy.allclose(lower, upper)
+
+    fix_random_seed(0)
+    nlp = build_nlp(tiny_bert, overrides={"components.bert_ner.model.features": None})
+    nlp.initialize(lambda: make_examples(nlp, 10, 0))
+    assert not nlp.get_pipe("bert_ner").model.has_ref("features")
+    lower = tag_probs(nlp, "john smith visited paris .")
+    upper = tag_probs(nlp, "John Smith visited Paris .")
+    numpy.testing.assert_allclose(lower, upper, rtol=1e-5, atol=1e-6)
