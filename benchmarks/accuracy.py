@@ -26,13 +26,12 @@ import torch
 import typer
 from spacy.cli.train import train as spacy_train
 from spacy.tokens import Doc, DocBin
-from spacy.training.loggers import console_logger
 from spacy.util import load_config, registry
 
 import spacy_bert_ner
 from spacy_bert_ner.convert import conll_to_docs
 from spacy_bert_ner.decoding import tags_to_spans
-from spacy_bert_ner.encoders import EMBEDDED_ENCODER
+from spacy_bert_ner.encoders import EMBEDDED_ENCODER, resolve_encoder
 from spacy_bert_ner.evaluation import EntitySpan, compare, doc_spans, predict, score_spans
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +46,6 @@ DATASETS = {
 }
 SPLITS = ("train", "dev", "test")
 WARMUP_RATIO = 0.1
-LOGGER = "spacy_bert_ner.benchmark_logger.v1"
 TABLE_START, TABLE_END = "<!-- accuracy:start -->", "<!-- accuracy:end -->"
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -65,21 +63,15 @@ def default_n_sents(system: str, dataset: str) -> int:
 
 
 def load_docs(path: Path, n_sents: int, limit: int) -> List[Doc]:
-    """Gold Docs of up to `n_sents` sentences (the first `limit` sentences when limit > 0)."""
-    nlp = spacy.blank("en")
-    sentences = list(conll_to_docs(path, nlp, n_sents=1))
-    if limit:
-        sentences = sentences[:limit]
-    if n_sents == 1:
-        return sentences
-    # Regroup within documents: read the file again at the wanted size, then cut to the limit.
-    docs, n_seen = [], 0
-    for doc in conll_to_docs(path, nlp, n_sents=n_sents):
-        n = len(list(doc.sents))
-        if limit and n_seen + n > limit:
+    """Gold Docs of up to `n_sents` sentences of a document (only the first `limit` sentences'
+    worth when limit > 0, for smoke tests)."""
+    docs: List[Doc] = []
+    n_seen = 0
+    for doc in conll_to_docs(path, spacy.blank("en"), n_sents=n_sents):
+        n_seen += sum(1 for _ in doc.sents)
+        if limit and n_seen > limit:
             break
         docs.append(doc)
-        n_seen += n
     return docs
 
 
@@ -121,7 +113,12 @@ def train_spacy(
     config = load_config(config_path, overrides=settings, interpolate=False)
     log_path = run_dir / "train_log.jsonl"
     log_path.unlink(missing_ok=True)
-    config["training"]["logger"] = {"@loggers": LOGGER, "output_file": str(log_path)}
+    config["training"]["logger"] = {
+        "@loggers": "spacy.ConsoleLogger.v3",
+        "progress_bar": None,
+        "console_output": True,
+        "output_file": str(log_path),
+    }
     config.to_disk(run_dir / "config.cfg")
     paths = {"paths.train": str(corpus / "train.spacy"), "paths.dev": str(corpus / "dev.spacy")}
     start = time.perf_counter()
@@ -148,12 +145,6 @@ def predict_spacy(
     return info, [doc_spans(d) for d in preds["dev"]], [doc_spans(d) for d in preds["test"]]
 
 
-@registry.loggers(LOGGER)
-def benchmark_logger(output_file: str) -> Any:
-    """spaCy's console log, also written as JSONL (for the dev curve in the results)."""
-    return console_logger(progress_bar=False, output_file=output_file)
-
-
 def read_curve(log_path: Path) -> List[Tuple[int, float]]:
     """(step, dev entity F1) at each of spaCy's evaluations during training."""
     if not log_path.exists():
@@ -161,7 +152,8 @@ def read_curve(log_path: Path) -> List[Tuple[int, float]]:
     curve = []
     for line in srsly.read_jsonl(log_path):
         if isinstance(line, dict) and line.get("score") is not None:
-            curve.append((line["step"], round(100 * float(line["scores"]["ents_f"]), 2)))
+            # spaCy's console logger writes the scores as percentages.
+            curve.append((line["step"], round(float(line["scores"]["ents_f"]), 2)))
     return curve
 
 
@@ -175,7 +167,10 @@ def run_hf(
     train = [([t.text for t in doc], bio_tags(doc)) for doc in docs["train"]]
     start = time.perf_counter()
     model, tokenizer, settings = hf_recipe.train(
-        encoder, train, epochs=epochs, device=f"cuda:{gpu_id}" if gpu_id >= 0 else "cpu"
+        resolve_encoder(encoder),
+        train,
+        epochs=epochs,
+        device=f"cuda:{gpu_id}" if gpu_id >= 0 else "cpu",
     )
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()

@@ -214,8 +214,15 @@ class BertNER(TrainablePipe):
         """Decode the tag probabilities and write the entities to `doc.ents` and `doc.spans`."""
         tags = self.tags
         constraints = constraints_for(tags, self.cfg["scheme"])
+        outside = tags.index("O")
         for doc, doc_scores in zip(docs, scores):
-            entities = decode(to_numpy(doc_scores), tags, constraints, self.decoder)
+            probs = to_numpy(doc_scores)
+            blank = _blank_tokens(doc)
+            if blank.any():
+                probs = probs.copy()
+                probs[blank] = 0.0
+                probs[blank, outside] = 1.0
+            entities = decode(probs, tags, constraints, self.decoder)
             self._set_doc_entities(doc, entities)
 
     def _set_doc_entities(self, doc: Doc, entities: List[Entity]) -> None:
@@ -273,3 +280,15 @@ class BertNER(TrainablePipe):
         if misaligned:
             warnings.warn(MISALIGNED_WARNING, UserWarning, stacklevel=3)
         return self.model.ops.asarray1i(ids)
+
+
+def _blank_tokens(doc: Doc) -> numpy.ndarray:
+    """Tokens that are never (part of) an entity: whitespace, as in spaCy's own `ner`, and tokens
+    the transformer saw no word piece of (control characters), whose only evidence would be the
+    casing features."""
+    blank = numpy.array([token.is_space for token in doc], dtype=bool)
+    trf_data = doc._.trf_data if doc.has_extension("trf_data") else None
+    align = getattr(trf_data, "align", None)
+    if align is not None and len(align.lengths) == len(doc):
+        blank |= to_numpy(align.lengths) == 0
+    return blank
