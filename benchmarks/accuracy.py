@@ -25,6 +25,7 @@ import srsly
 import torch
 import typer
 from spacy.cli.train import train as spacy_train
+from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 from spacy.util import load_config, registry
 
@@ -132,10 +133,9 @@ def train_spacy(
 
 
 def predict_spacy(
-    model_path: Path, docs: Dict[str, List[Doc]]
+    nlp: Language, docs: Dict[str, List[Doc]]
 ) -> Tuple[Dict[str, Any], List[List[EntitySpan]], List[List[EntitySpan]]]:
     """Predict dev and test with a trained spaCy pipeline."""
-    nlp = spacy.load(model_path)
     start = time.perf_counter()
     preds = {split: predict(nlp, docs[split]) for split in ("dev", "test")}
     info = {
@@ -245,10 +245,9 @@ def run(
     name = name or system
     n_sents = default_n_sents(system, dataset) if n_sents is None else n_sents
     paths = dict(zip(SPLITS, (data_dir / p for p in DATASETS[dataset])))
-    sentences = {split: load_docs(path, 1, limit) for split, path in paths.items()}
     if system == "hf":
-        info, dev_spans, test_spans = run_hf(encoder, sentences, epochs, gpu_id)
-        gold = sentences
+        gold = {split: load_docs(path, 1, limit) for split, path in paths.items()}
+        info, dev_spans, test_spans = run_hf(encoder, gold, epochs, gpu_id)
     else:
         config_path = config or SYSTEMS[system]
         assert config_path is not None
@@ -256,7 +255,9 @@ def run(
         run_dir = work_dir / f"{dataset}__{name}"
         info = train_spacy(config_path, encoder, gold, run_dir, epochs, parse_set(set_), gpu_id)
         info.update(n_sents=n_sents, config=str(config_path))
-        predicted, dev_spans, test_spans = predict_spacy(run_dir / "training" / "model-last", gold)
+        predicted, dev_spans, test_spans = predict_spacy(
+            spacy.load(run_dir / "training" / "model-last"), gold
+        )
         info.update(predicted)
     info.update(system=system, name=name, dataset=dataset, epochs=epochs, encoder=encoder)
     save_result(results_dir, info, gold, dev_spans, test_spans, limit)
@@ -278,8 +279,9 @@ def evaluate(
         raise typer.BadParameter(f"unknown dataset {dataset!r}: use {', '.join(DATASETS)}")
     paths = dict(zip(SPLITS, (data_dir / p for p in DATASETS[dataset])))
     gold = {split: load_docs(paths[split], n_sents, 0) for split in ("dev", "test")}
-    info, dev_spans, test_spans = predict_spacy(model, gold)
-    system = "bert_ner" if "bert_ner" in spacy.load(model).pipe_names else "spacy_ner"
+    nlp = spacy.load(model)
+    info, dev_spans, test_spans = predict_spacy(nlp, gold)
+    system = "bert_ner" if "bert_ner" in nlp.pipe_names else "spacy_ner"
     info.update(system=system, name=name, dataset=dataset, epochs=epochs, n_sents=n_sents)
     info.update(model=str(model), train_seconds=train_seconds)
     save_result(results_dir, info, gold, dev_spans, test_spans, 0)

@@ -12,8 +12,9 @@ over the same raw sentences (CoNLL-2003 words joined by spaces):
 - hf-pipeline: transformers' `pipeline("token-classification", aggregation_strategy="first")` on
   the same fine-tuned encoder weights, with our classifier's weights as its head;
   (batch 64);
-- spacy-ner: spaCy's transition-based `ner` over a `transformer` of the same shape, built from the
-  same config, so with the same batching (pretrained MiniLM, untrained ner: a speed-only peer).
+- spacy-ner: spaCy's transition-based `ner` over a `transformer` of the same shape, from
+  benchmarks/configs/spacy_ner.cfg, which has the same batching (pretrained MiniLM, untrained ner:
+  a speed-only peer).
 Quantization is also scored on the dev set (entity F1 with and without int8) and its entities are
 compared with the float model's. Results are printed and saved as JSON.
 """
@@ -32,6 +33,8 @@ from typing import Any, Dict, List
 
 SYSTEMS = ["ours", "ours-int8", "ours-batch64", "hf-pipeline", "spacy-ner"]
 CONFIG = Path(__file__).parent.parent / "configs" / "bert_ner.cfg"
+# The accuracy benchmark's spaCy ner peer: the same transformer and batching as CONFIG.
+SPACY_NER_CONFIG = Path(__file__).parent / "configs" / "spacy_ner.cfg"
 DATA = Path(__file__).parent.parent.parent / "shared" / "data" / "conll2003"
 
 
@@ -84,27 +87,7 @@ def spacy_ner_pipeline() -> Any:
     from spacy.training import Example
     from spacy.util import load_config, load_model_from_config
 
-    config = load_config(CONFIG)
-    config["nlp"]["pipeline"] = ["transformer", "ner"]
-    del config["components"]["bert_ner"]
-    config["components"]["ner"] = {
-        "factory": "ner",
-        "model": {
-            "@architectures": "spacy.TransitionBasedParser.v2",
-            "state_type": "ner",
-            "extra_state_tokens": False,
-            "hidden_width": 64,
-            "maxout_pieces": 2,
-            "use_upper": False,
-            "nO": None,
-            "tok2vec": {
-                "@architectures": "spacy-transformers.TransformerListener.v1",
-                "grad_factor": 1.0,
-                "upstream": "*",
-                "pooling": {"@layers": "reduce_mean.v1"},
-            },
-        },
-    }
+    config = load_config(SPACY_NER_CONFIG)
     nlp = load_model_from_config(config, auto_fill=True)
     from spacy_bert_ner.convert import conll_to_docs
 
@@ -181,12 +164,12 @@ def evaluate_dev(model_dir: str, quantized: bool) -> float:
 
 def agreement(a: List[List[List[Any]]], b: List[List[List[Any]]]) -> Dict[str, float]:
     """How far b's entities agree with a's: identical docs, and entity-level F1 with a as gold."""
+    from spacy_bert_ner.evaluation import score_spans
+
     same = sum(x == y for x, y in zip(a, b))
-    gold = {(i, *map(str, e)) for i, doc in enumerate(a) for e in doc}
-    pred = {(i, *map(str, e)) for i, doc in enumerate(b) for e in doc}
-    tp = len(gold & pred)
-    f = 2 * tp / (len(gold) + len(pred)) if gold or pred else 1.0
-    return {"identical_docs": round(100 * same / len(a), 2), "entity_f1": round(100 * f, 2)}
+    scores = score_spans([map(tuple, doc) for doc in a], [map(tuple, doc) for doc in b])
+    f = scores["f"] if scores["n_gold"] or scores["n_pred"] else 100.0
+    return {"identical_docs": round(100 * same / len(a), 2), "entity_f1": f}
 
 
 def child(args: argparse.Namespace) -> None:

@@ -181,10 +181,10 @@ def predict(nlp: Language, gold_docs: Iterable[Doc], batch_size: Optional[int] =
     return list(nlp.pipe(unannotated, batch_size=batch_size))
 
 
-def _sentence(doc: Doc, span: EntitySpan) -> Span:
-    """The sentence around a span, or the whole Doc when it has no sentence boundaries."""
+def _sentence(doc: Doc, token_index: int) -> Span:
+    """The sentence around a token, or the whole Doc when it has no sentence boundaries."""
     if doc.has_annotation("SENT_START"):
-        return doc[span[0]].sent
+        return doc[token_index].sent
     return doc[:]
 
 
@@ -213,7 +213,7 @@ def error_examples(
         doc = gold_docs[doc_index]
         anchor = error.gold or error.pred
         assert anchor is not None
-        sentence = _sentence(doc, anchor)
+        sentence = _sentence(doc, anchor[0])
         examples[key].append(
             {
                 "doc": doc_index,
@@ -287,7 +287,7 @@ def errors_html(
     for doc_index, error in report.errors:
         span = error.gold or error.pred
         assert span is not None
-        sentence = _sentence(gold_docs[doc_index], span)
+        sentence = _sentence(gold_docs[doc_index], span[0])
         by_sentence[(doc_index, sentence.start)].append(error)
     labels = sorted({label for doc in gold_docs for label in (e.label_ for e in doc.ents)})
     labels += sorted({e.label_ for doc in pred_docs for e in doc.ents} - set(labels))
@@ -296,7 +296,7 @@ def errors_html(
     rendered = []
     for doc_index, sent_start in sorted(by_sentence)[:max_sentences]:
         gold, pred = gold_docs[doc_index], pred_docs[doc_index]
-        sentence = gold[sent_start].sent if gold.has_annotation("SENT_START") else gold[:]
+        sentence = _sentence(gold, sent_start)
         doc = _error_sentence_doc(gold, pred, sentence, by_sentence[(doc_index, sent_start)])
         rendered.append(
             displacy.render(
