@@ -18,11 +18,17 @@ EXPECTED_ENTRY_POINTS = {
     "spacy_factories": {"bert_ner": "spacy_bert_ner.pipeline_component:make_bert_ner"},
     "spacy_architectures": {
         "spacy_bert_ner.TokenClassifier.v1": "spacy_bert_ner.architectures:build_token_classifier",
+        "spacy_bert_ner.TokenClassifier.v2": (
+            "spacy_bert_ner.architectures:build_token_classifier_v2"
+        ),
         "spacy_bert_ner.TransformerModel.v1": (
             "spacy_bert_ner.architectures:build_transformer_model"
         ),
     },
     "spacy_scorers": {"spacy_bert_ner.ner_scorer.v1": "spacy_bert_ner.scorer:make_ner_scorer"},
+    "thinc_optimizers": {
+        "spacy_bert_ner.Adam.v1": "spacy_bert_ner.optimizers:make_head_scaled_adam"
+    },
 }
 
 
