@@ -44,11 +44,21 @@ upstream = "*"
 @layers = "reduce_mean.v1"
 
 [model.features]
+@architectures = "spacy.Tok2Vec.v2"
+
+[model.features.embed]
 @architectures = "spacy.MultiHashEmbed.v2"
 width = 64
 attrs = ["SHAPE","PREFIX","SUFFIX"]
 rows = [1000,2500,2500]
 include_static_vectors = false
+
+[model.features.encode]
+@architectures = "spacy.MaxoutWindowEncoder.v2"
+width = 64
+depth = 2
+window_size = 1
+maxout_pieces = 3
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 
@@ -87,8 +97,8 @@ def make_bert_ner(
     """Create a `bert_ner` component.
 
     model (Model[List[Doc], List[Floats2d]]): Tag probabilities per token; by default
-        `spacy_bert_ner.TokenClassifier.v1` over a `TransformerListener` (mean-pooled word pieces)
-        that listens to a `transformer` component earlier in the pipeline.
+        `spacy_bert_ner.TokenClassifier.v2` over a `TransformerListener` (mean-pooled word pieces)
+        that listens to a `transformer` component earlier in the pipeline, plus casing features.
     scheme (str): Tag scheme, "BIO" (default) or "BILUO".
     decoder (str): "viterbi" (default) finds the most probable *valid* tag sequence; "greedy"
         takes each token's most probable tag, for comparison.

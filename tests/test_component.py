@@ -16,7 +16,7 @@ from spacy.training import Example
 from synthetic import make_examples
 from thinc.api import fix_random_seed
 
-from spacy_bert_ner.pipeline_component import BertNER
+from spacy_bert_ner.pipeline_component import DEFAULT_MODEL, BertNER
 
 EPOCHS = 15
 TEXTS = [
@@ -475,7 +475,7 @@ def test_casing_features_see_capitalisation(trained, tiny_bert):
     """The tiny BERT lowercases its input, like the embedded MiniLM: only the casing features can
     tell "Paris" from "paris"."""
     model = trained.nlp.get_pipe("bert_ner").model
-    assert model.get_ref("features").name.startswith("extract_features")  # MultiHashEmbed
+    assert model.get_ref("features").name.startswith("extract_features")  # MultiHashEmbed >> ...
     lower = tag_probs(trained.nlp, "john smith visited paris .")
     upper = tag_probs(trained.nlp, "John Smith visited Paris .")
     assert not numpy.allclose(lower, upper)
@@ -486,4 +486,22 @@ def test_casing_features_see_capitalisation(trained, tiny_bert):
     assert not nlp.get_pipe("bert_ner").model.has_ref("features")
     lower = tag_probs(nlp, "john smith visited paris .")
     upper = tag_probs(nlp, "John Smith visited Paris .")
+    numpy.testing.assert_allclose(lower, upper, rtol=1e-5, atol=1e-6)
+
+
+def test_casing_window_sees_the_neighbours(trained, tiny_bert):
+    """With the default window encoder over the casing features, a token's tag probabilities depend
+    on its neighbours' capitalisation; with the hash embeddings alone, only on its own."""
+    text, neighbour_capitalised = "john smith visited paris .", "john smith visited Paris ."
+    visited = 2
+    lower = tag_probs(trained.nlp, text)[visited]
+    upper = tag_probs(trained.nlp, neighbour_capitalised)[visited]
+    assert not numpy.allclose(lower, upper)
+
+    fix_random_seed(0)
+    embed_only = {"components.bert_ner.model.features": DEFAULT_MODEL["features"]["embed"]}
+    nlp = build_nlp(tiny_bert, overrides=embed_only)
+    nlp.initialize(lambda: make_examples(nlp, 10, 0))
+    lower = tag_probs(nlp, text)[visited]
+    upper = tag_probs(nlp, neighbour_capitalised)[visited]
     numpy.testing.assert_allclose(lower, upper, rtol=1e-5, atol=1e-6)
