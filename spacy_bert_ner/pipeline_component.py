@@ -76,7 +76,7 @@ MISALIGNED_WARNING = (
     assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
     default_config={
         "model": DEFAULT_MODEL,
-        "scheme": "BIO",
+        "scheme": "BILUO",
         "decoder": "viterbi",
         "overwrite_ents": True,
         "spans_key": "bert_ner",
@@ -99,7 +99,7 @@ def make_bert_ner(
     model (Model[List[Doc], List[Floats2d]]): Tag probabilities per token; by default
         `spacy_bert_ner.TokenClassifier.v2` over a `TransformerListener` (mean-pooled word pieces)
         that listens to a `transformer` component earlier in the pipeline, plus casing features.
-    scheme (str): Tag scheme, "BIO" (default) or "BILUO".
+    scheme (str): Tag scheme, "BILUO" (default: it marks entity ends too) or "BIO".
     decoder (str): "viterbi" (default) finds the most probable *valid* tag sequence; "greedy"
         takes each token's most probable tag, for comparison.
     overwrite_ents (bool): True (default) replaces `doc.ents`; False keeps the entities already
@@ -129,7 +129,7 @@ class BertNER(TrainablePipe):
         model: Model[List[Doc], List[Floats2d]],
         name: str = "bert_ner",
         *,
-        scheme: str = "BIO",
+        scheme: str = "BILUO",
         decoder: str = "viterbi",
         overwrite_ents: bool = True,
         spans_key: str = "bert_ner",

@@ -12,10 +12,11 @@ import spacy
 from conftest import build_nlp, train
 from spacy.language import Language
 from spacy.tokens import Doc, Span
-from spacy.training import Example
+from spacy.training import Example, offsets_to_biluo_tags
 from synthetic import make_examples
 from thinc.api import fix_random_seed
 
+from spacy_bert_ner.decoding import biluo_to_scheme
 from spacy_bert_ner.pipeline_component import DEFAULT_MODEL, BertNER
 
 EPOCHS = 15
@@ -174,11 +175,12 @@ def test_entity_scores_are_mean_tag_probabilities(trained):
     ner = nlp.get_pipe("bert_ner")
     doc = nlp(TEXTS[0])
     probs = ner.predict([doc])[0]
-    tags = ner.tags
+    tags, scheme = ner.tags, ner.cfg["scheme"]
     for span, score in zip(doc.spans["bert_ner"], doc.spans["bert_ner"].attrs["scores"]):
-        expected = [probs[span.start, tags.index(f"B-{span.label_}")]]
-        expected += [
-            probs[i, tags.index(f"I-{span.label_}")] for i in range(span.start + 1, span.end)
+        gold = offsets_to_biluo_tags(doc, [(span.start_char, span.end_char, span.label_)])
+        expected = [
+            probs[i, tags.index(biluo_to_scheme(gold[i], scheme))]
+            for i in range(span.start, span.end)
         ]
         assert score == pytest.approx(float(numpy.mean(expected)), abs=1e-6)
 
@@ -232,7 +234,7 @@ def test_load_time_config_overrides_apply(saved):
     ner = nlp.get_pipe("bert_ner")
     assert ner.decoder == "greedy"
     assert ner.overwrite_ents is False
-    assert ner.cfg["scheme"] == "BIO"  # describes the trained model: kept from disk
+    assert ner.cfg["scheme"] == "BILUO"  # describes the trained model: kept from disk
 
 
 def test_source_into_existing_pipeline(trained, saved, tmp_path):
@@ -347,7 +349,11 @@ def test_add_label_before_and_after_initialize(saved):
     assert ner.add_label("PER") == 0
     assert ner.add_label("creative-work") == 1  # WNUT-17 labels contain hyphens
     assert ner.labels == ("PER", "creative-work")
-    assert ner.tags == ["O", "B-PER", "I-PER", "B-creative-work", "I-creative-work"]
+    assert ner.tags == [
+        "O",
+        *("B-PER", "I-PER", "L-PER", "U-PER"),
+        *("B-creative-work", "I-creative-work", "L-creative-work", "U-creative-work"),
+    ]
 
     loaded = spacy.load(saved).get_pipe("bert_ner")
     assert loaded.add_label("PER") == 0  # already there: fine
@@ -394,8 +400,8 @@ def test_labels_from_initialize_config(tiny_bert):
     nlp.initialize(lambda: examples)
     ner = nlp.get_pipe("bert_ner")
     assert ner.labels == ("PER",)
-    assert ner.tags == ["O", "B-PER", "I-PER"]
-    assert ner.model.get_ref("output_layer").get_dim("nO") == 3
+    assert ner.tags == ["O", "B-PER", "I-PER", "L-PER", "U-PER"]
+    assert ner.model.get_ref("output_layer").get_dim("nO") == 5
     losses: Dict[str, float] = {}
     nlp.update(examples, losses=losses)  # ORG/LOC count as outside
     assert math.isfinite(losses["bert_ner"]) and losses["bert_ner"] > 0
@@ -411,16 +417,20 @@ def test_labels_given_to_pipe_initialize(tiny_bert):
     ner.initialize(lambda: examples, nlp=nlp, labels=["ORG", "PER"])
     assert ner.labels == ("ORG", "PER")
     assert ner.label_data == ("ORG", "PER")
-    assert ner.tags == ["O", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    assert ner.tags == [
+        "O",
+        *("B-ORG", "I-ORG", "L-ORG", "U-ORG"),
+        *("B-PER", "I-PER", "L-PER", "U-PER"),
+    ]
 
 
-def test_biluo_scheme_learns(tiny_bert):
-    nlp = build_nlp(tiny_bert, overrides={"components.bert_ner.scheme": "BILUO"})
+def test_bio_scheme_learns(tiny_bert):
+    nlp = build_nlp(tiny_bert, overrides={"components.bert_ner.scheme": "BIO"})
     losses = train(nlp, EPOCHS)
     ner = nlp.get_pipe("bert_ner")
-    assert ner.cfg["scheme"] == "BILUO"
-    assert ner.tags[:5] == ["O", "B-LOC", "I-LOC", "L-LOC", "U-LOC"]
-    assert ner.model.get_ref("output_layer").get_dim("nO") == 13
+    assert ner.cfg["scheme"] == "BIO"
+    assert ner.tags[:5] == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+    assert ner.model.get_ref("output_layer").get_dim("nO") == 7
     assert losses[0] > losses[-1]
     assert dev_f1(nlp)["ents_f"] >= 0.9
     assert ents(nlp(TEXTS[0])) == EXPECTED[TEXTS[0]]
@@ -429,7 +439,7 @@ def test_biluo_scheme_learns(tiny_bert):
 def test_greedy_decoder_configured(tiny_bert):
     nlp = build_nlp(
         tiny_bert,
-        overrides={"components.bert_ner.decoder": "greedy"},
+        overrides={"components.bert_ner.decoder": "greedy", "components.bert_ner.scheme": "BIO"},
         init_labels=["PER"],
     )
     nlp.initialize(lambda: make_examples(nlp, 4, 0))
