@@ -9,10 +9,11 @@ from typing import Any, Dict, List, Tuple
 import numpy
 import pytest
 import spacy
-from conftest import build_nlp, train
+from conftest import CONFIG_PATH, build_nlp, train
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.training import Example, offsets_to_biluo_tags
+from spacy.util import load_config
 from synthetic import make_examples
 from thinc.api import fix_random_seed
 
@@ -515,3 +516,11 @@ def test_casing_window_sees_the_neighbours(trained, tiny_bert):
     lower = tag_probs(nlp, text)[visited]
     upper = tag_probs(nlp, neighbour_capitalised)[visited]
     numpy.testing.assert_allclose(lower, upper, rtol=1e-5, atol=1e-6)
+
+
+def test_factory_default_model_is_the_project_configs():
+    """The factory's default_config and configs/bert_ner.cfg describe one model: a pipe added with
+    `nlp.add_pipe("bert_ner")` is the one the project trains."""
+    project = load_config(CONFIG_PATH)["components"]["bert_ner"]
+    assert project["model"] == DEFAULT_MODEL
+    assert project["scheme"] == spacy.blank("en").add_pipe("bert_ner").cfg["scheme"]
