@@ -1,4 +1,8 @@
-"""Collect a workflow run's figures (scores, timings, speed, package size) into one small JSON."""
+"""Collect a workflow run's figures (scores, timings, speed, run length, package size) into one
+small JSON. Run from the project directory the workflow ran in:
+
+    python benchmarks/summarize_workflow.py TIMINGS.tsv OUTPUT.json [the workflow's --vars ...]
+"""
 
 import json
 import os
@@ -7,7 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict
 
-from thinc.api import Config
+from spacy.util import load_config, registry
+
+import spacy_bert_ner  # noqa: F401  (registers the schedule functions)
+from spacy_bert_ner.schedules import batches_per_epoch, training_steps
 
 
 def scores(path: Path) -> Dict[str, Any]:
@@ -24,20 +31,42 @@ def scores(path: Path) -> Dict[str, Any]:
     }
 
 
+def run_length(config_path: Path) -> Dict[str, int]:
+    """Epochs, batches per epoch and updates of the run, as the schedule counted them."""
+    config = load_config(config_path, overrides={"paths.train": "corpus/train.spacy"})
+    resolved = registry.resolve(
+        {
+            "epochs": config["training"]["max_epochs"],
+            "corpus": config["corpora"]["train"],
+            "batcher": config["training"]["batcher"],
+        }
+    )
+    n_batches = batches_per_epoch(resolved["corpus"], resolved["batcher"], config["nlp"]["lang"])
+    epochs = resolved["epochs"]
+    steps = training_steps(n_batches, epochs, config["training"]["max_steps"])
+    return {"epochs": epochs, "batches_per_epoch": n_batches, "steps": steps}
+
+
 def main(timings_path: str, output_path: str) -> None:
     timings = dict(line.split("\t") for line in Path(timings_path).read_text().splitlines())
-    wheel = next(Path("packages").glob("*/dist/*.whl"))
-    config = Config().from_disk("training/model-best/config.cfg", interpolate=False)
-    summary = {
-        "command": "bash benchmarks/run_workflow.sh " + " ".join(sys.argv[3:]),
+    config_path = Path("training/model-best/config.cfg")
+    config = load_config(config_path, interpolate=False)
+    summary: Dict[str, Any] = {
+        "command": " ".join(sys.argv[3:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"),
         "encoder": config["components"]["transformer"]["model"]["name"],
-        "epochs": config["training"]["max_epochs"],
+        **run_length(config_path),
         "seconds": {step: int(s) for step, s in timings.items()},
         "dev": scores(Path("metrics/dev.json")),
         "test": scores(Path("metrics/test.json")),
-        "package": {"wheel": wheel.name, "megabytes": round(wheel.stat().st_size / 2**20, 1)},
     }
+    wheel = next(Path("packages").glob("*/dist/*.whl"), None)
+    if wheel is not None:
+        summary["package"] = {
+            "wheel": wheel.name,
+            "megabytes": round(wheel.stat().st_size / 2**20, 1),
+        }
     Path(output_path).write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 

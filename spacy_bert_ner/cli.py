@@ -37,6 +37,13 @@ def print_stats(stats: ConversionStats) -> None:
     )
     if stats.entities:
         msg.table(sorted(stats.entities.items()), header=("label", "entities"), divider=True)
+    if not stats.grouped:
+        msg.info(
+            "No -DOCSTART- lines: each sentence is its own doc (--n-sents groups the sentences "
+            "of a document, and this file marks none)"
+        )
+    for reason, count in sorted(stats.converted.items()):
+        msg.info(f"Converted to IOB2: {reason}: {count}")
     for reason, count in sorted(stats.repaired.items()):
         msg.warn(f"Repaired: {reason}: {count}")
     for reason, count in sorted(stats.skipped.items()):

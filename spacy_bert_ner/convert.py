@@ -39,9 +39,13 @@ class ConversionStats:
     sentences: int = 0
     tokens: int = 0
     entities: Counter = field(default_factory=Counter)
+    # Lossless changes of representation (IOB1 -> IOB2): information, not a problem with the data.
+    converted: Counter = field(default_factory=Counter)
     repaired: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
     scheme: str = ""
+    # False when a CoNLL file has no -DOCSTART- lines, so each sentence became its own doc.
+    grouped: bool = True
 
     def add_doc(self, doc: Doc) -> None:
         self.docs += 1
@@ -77,9 +81,11 @@ def read_lines(path: Path) -> Iterator[Tuple[int, str]]:
             ) from None
 
 
-def read_conll_documents(path: Path) -> List[List[Sentence]]:
-    """Documents (split at -DOCSTART- lines) of sentences (split at blank lines) of tokens."""
+def read_conll_documents(path: Path) -> Tuple[List[List[Sentence]], bool]:
+    """Documents (split at -DOCSTART- lines) of sentences (split at blank lines) of tokens, and
+    whether the file marks documents at all (has a -DOCSTART- line)."""
     documents: List[List[Sentence]] = [[]]
+    marked = False
     sentence: Sentence = []
     n_columns = 0
     first_line = 0
@@ -91,6 +97,7 @@ def read_conll_documents(path: Path) -> List[List[Sentence]]:
                 sentence = []
             continue
         if columns[0] == DOCSTART:
+            marked = True
             if sentence:
                 documents[-1].append(sentence)
                 sentence = []
@@ -123,7 +130,7 @@ def read_conll_documents(path: Path) -> List[List[Sentence]]:
         sentence.append(Token(number, word, tag))
     if sentence:
         documents[-1].append(sentence)
-    return [doc for doc in documents if doc]
+    return [doc for doc in documents if doc], marked
 
 
 def _stray_inside(sentence: Sentence) -> Iterator[Tuple[int, Token]]:
@@ -164,7 +171,7 @@ def normalize_tags(
     tags = [token.tag for token in sentence]
     for i, token in _stray_inside(sentence):
         if scheme == "iob1":
-            stats.repaired["IOB1 entity start I- read as B-"] += 1
+            stats.converted["IOB1 entity starts (I- after O or another type) written as B-"] += 1
         elif repair:
             stats.repaired["stray I- tag changed to B-"] += 1
         else:
@@ -189,7 +196,9 @@ def conll_to_docs(
     stats: Optional[ConversionStats] = None,
 ) -> Iterator[Doc]:
     """Docs from a CoNLL file: each holds up to `n_sents` consecutive sentences of one document
-    (0 = the whole document), with sentence boundaries and entities set.
+    (0 = the whole document), with sentence boundaries and entities set. Documents are marked by
+    -DOCSTART- lines; in a file without any (tweets, single sentences), the sentences are
+    unrelated, so each becomes its own doc whatever `n_sents` says (`stats.grouped` is False).
 
     scheme (str): "iob1", "iob2" or "auto" (detect from the tags).
     repair (bool): Change IOB2 I- tags that start an entity to B- instead of failing.
@@ -197,7 +206,10 @@ def conll_to_docs(
     if scheme not in CONLL_SCHEMES:
         raise ValueError(f"Unknown tag scheme {scheme!r}: use one of {', '.join(CONLL_SCHEMES)}.")
     stats = stats if stats is not None else ConversionStats()
-    documents = read_conll_documents(path)
+    documents, marked = read_conll_documents(path)
+    if not marked:
+        documents = [[sentence] for document in documents for sentence in document]
+        stats.grouped = False
     if scheme == "auto":
         scheme = detect_scheme(path, documents)
     stats.scheme = scheme

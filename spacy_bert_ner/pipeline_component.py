@@ -6,8 +6,10 @@ tag probabilities into a valid tag sequence and merges consecutive tags into ent
 """
 
 import warnings
+from collections import Counter
 from itertools import islice
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy
 from spacy.language import Language
@@ -141,6 +143,8 @@ class BertNER(TrainablePipe):
         self.scorer = scorer
         # Saved with the model: what its output layer means.
         self.cfg: Dict[str, Any] = {"labels": [], "scheme": check_scheme(scheme)}
+        # Gold labels outside `labels` already warned about, so each is reported once.
+        self._unknown_labels_seen: set = set()
         # Run-time settings: taken from the config each time the pipeline is built or loaded.
         self.decoder = check_decoder(decoder)
         self.overwrite_ents = overwrite_ents
@@ -208,6 +212,14 @@ class BertNER(TrainablePipe):
                 "corpus has entity annotations (`python -m spacy debug data CONFIG`), or list the "
                 "labels under [initialize.components.bert_ner.labels]."
             )
+        unknown = Counter(
+            ent.label_
+            for eg in get_examples()
+            for ent in eg.reference.ents
+            if ent.label_ not in self.labels
+        )
+        if unknown:
+            self._warn_unknown_labels(unknown, "in the training data")
         doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
         self.model.get_ref("output_layer").set_dim("nO", len(self.tags))
         self.model.initialize(X=doc_sample)
@@ -271,6 +283,48 @@ class BertNER(TrainablePipe):
         lengths = self.model.ops.asarray1i([len(s) for s in scores])
         return loss, self.model.ops.unflatten(d_probs, lengths)
 
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "BertNER":
+        """Load the trained model; its `scheme` (and labels) come from disk, not the config."""
+        requested = self.cfg["scheme"]
+        super().from_disk(path, exclude=exclude)
+        self._check_loaded_scheme(requested)
+        return self
+
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "BertNER":
+        """Load the trained model from bytes; see `from_disk`."""
+        requested = self.cfg["scheme"]
+        super().from_bytes(bytes_data, exclude=exclude)
+        self._check_loaded_scheme(requested)
+        return self
+
+    def _check_loaded_scheme(self, requested: str) -> None:
+        trained = self.cfg["scheme"]
+        if requested != trained:
+            raise ValueError(
+                f"[bert_ner] The config of '{self.name}' asks for scheme {requested!r}, but the "
+                f"model being loaded was trained with {trained!r}: its output layer predicts "
+                f"{trained} tags, so the scheme cannot change at load time. Load it without the "
+                f"scheme override (or with scheme = {trained!r}), or retrain with the scheme you "
+                "want."
+            )
+
+    def _warn_unknown_labels(self, counts: Counter, where: str) -> None:
+        """Warn once per label about gold entities that will be trained as outside ('O')."""
+        new = {label: n for label, n in counts.items() if label not in self._unknown_labels_seen}
+        if not new:
+            return
+        self._unknown_labels_seen.update(new)
+        listed = ", ".join(f"{label} ({n})" for label, n in sorted(new.items()))
+        warnings.warn(
+            f"[bert_ner] '{self.name}' predicts the labels {list(self.labels)}, but gold entities "
+            f"{where} have other labels: {listed}. They are trained as outside ('O'). To learn "
+            "them, add them to [initialize.components.bert_ner.labels] (or leave that unset to "
+            "take every label from the training data); to silence this, remove or relabel those "
+            "entities in the data.",
+            UserWarning,
+            stacklevel=3,
+        )
+
     def _gold_tag_ids(self, examples: List[Example]) -> Ints1d:
         """Gold tag index per predicted token across the batch; -1 marks missing annotation."""
         scheme = self.cfg["scheme"]
@@ -278,9 +332,11 @@ class BertNER(TrainablePipe):
         outside = tag_ids["O"]
         ids: List[int] = []
         misaligned = False
+        unknown: Counter = Counter()
         for eg in examples:
             aligned_ents, biluo = eg.get_aligned_ents_and_ner()
             misaligned = misaligned or len(aligned_ents) < len(eg.reference.ents)
+            unknown.update(e.label_ for e in eg.reference.ents if e.label_ not in self.labels)
             for tag in biluo:
                 if tag is None or tag == "-":
                     ids.append(-1)
@@ -289,6 +345,8 @@ class BertNER(TrainablePipe):
                     ids.append(tag_ids.get(biluo_to_scheme(tag, scheme), outside))
         if misaligned:
             warnings.warn(MISALIGNED_WARNING, UserWarning, stacklevel=3)
+        if unknown:
+            self._warn_unknown_labels(unknown, "in this batch")
         return self.model.ops.asarray1i(ids)
 
 
