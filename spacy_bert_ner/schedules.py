@@ -13,9 +13,10 @@ epoch of the training corpus with the configured batcher instead, once per proce
   then linear decay to 0 at its end, for any corpus, `max_epochs` and `max_steps`.
 """
 
+import itertools
 import math
 import random
-from typing import Any, Callable, Dict, Hashable, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterable, Optional, Tuple, Union
 
 import spacy
 from spacy.training import Example
@@ -124,11 +125,11 @@ def epochs_for_corpus(
 @registry.schedules("spacy_bert_ner.warmup_linear.v1")
 def warmup_linear(
     initial_rate: float,
-    corpus: Corpus,
-    batcher: Batcher,
+    corpus: Union[Corpus, str],
+    batcher: Union[Batcher, str],
     lang: str,
-    max_epochs: int,
-    max_steps: int,
+    max_epochs: Union[int, str],
+    max_steps: Union[int, str],
     warmup_fraction: float = 0.1,
 ) -> Iterable[float]:
     """Linear warmup from 0 to `initial_rate` over the first `warmup_fraction` of the updates,
@@ -139,7 +140,17 @@ def warmup_linear(
 
     max_epochs (int): `${training.max_epochs}`.
     max_steps (int): `${training.max_steps}`.
+
+    spaCy also builds the optimizer outside `spacy train`, from the config as written, when
+    `nlp.initialize()` or `nlp.update()` get no optimizer of their own: the references above are
+    then not filled in (they arrive as the strings "${...}"), no run length is known, and nothing
+    steps the schedule, so it gives `initial_rate`, constant.
     """
+    settings = (corpus, batcher, max_epochs, max_steps)
+    if any(isinstance(value, str) for value in settings):
+        return itertools.repeat(initial_rate)
+    assert callable(corpus) and callable(batcher)
+    assert isinstance(max_epochs, int) and isinstance(max_steps, int)
     if not 0.0 <= warmup_fraction < 1.0:
         raise ValueError(
             f"[bert_ner] warmup_fraction must be in [0, 1), got {warmup_fraction}: it is the "

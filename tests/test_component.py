@@ -2,6 +2,7 @@
 
 import math
 import warnings
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, List, Tuple
@@ -238,6 +239,18 @@ def test_load_time_config_overrides_apply(saved):
     assert ner.cfg["scheme"] == "BILUO"  # describes the trained model: kept from disk
 
 
+def test_load_time_scheme_change_is_an_error(saved):
+    # The output layer predicts the trained scheme's tags; a different scheme cannot apply.
+    with pytest.raises(
+        ValueError,
+        match="asks for scheme 'BIO', but the model being loaded was trained with 'BILUO'",
+    ):
+        spacy.load(saved, config={"components": {"bert_ner": {"scheme": "BIO"}}})
+    nlp = spacy.load(saved, config={"components": {"bert_ner": {"scheme": "BILUO"}}})
+    assert nlp.get_pipe("bert_ner").cfg["scheme"] == "BILUO"
+    assert nlp.config["components"]["bert_ner"]["scheme"] == "BILUO"
+
+
 def test_source_into_existing_pipeline(trained, saved, tmp_path):
     donor = spacy.load(saved)
     donor.replace_listeners("transformer", "bert_ner", ["model.tok2vec"])
@@ -398,13 +411,24 @@ def test_aligned_gold_does_not_warn(saved):
 def test_labels_from_initialize_config(tiny_bert):
     nlp = build_nlp(tiny_bert, init_labels=["PER"])
     examples = make_examples(nlp, 8, 0)  # has ORG and LOC too
-    nlp.initialize(lambda: examples)
+    unknown = Counter(e.label_ for eg in examples for e in eg.reference.ents if e.label_ != "PER")
+    assert set(unknown) == {"ORG", "LOC"}  # precondition
+    listed = ", ".join(f"{label} \\({n}\\)" for label, n in sorted(unknown.items()))
+    # Entities outside the label set are trained as O: said once, with their counts.
+    with pytest.warns(UserWarning, match=f"other labels: {listed}. They are trained as outside"):
+        nlp.initialize(lambda: examples)
     ner = nlp.get_pipe("bert_ner")
     assert ner.labels == ("PER",)
     assert ner.tags == ["O", "B-PER", "I-PER", "L-PER", "U-PER"]
     assert ner.model.get_ref("output_layer").get_dim("nO") == 5
     losses: Dict[str, float] = {}
-    nlp.update(examples, losses=losses)  # ORG/LOC count as outside
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*trained as outside.*")
+        nlp.update(examples, losses=losses)  # ORG/LOC count as outside, already reported
+    misc = Doc(nlp.vocab, words=["ibm", "won"])
+    misc.ents = [Span(misc, 0, 1, label="MISC")]
+    with pytest.warns(UserWarning, match=r"in this batch have other labels: MISC \(1\)"):
+        nlp.update([Example(nlp.make_doc("ibm won"), misc)])
     assert math.isfinite(losses["bert_ner"]) and losses["bert_ner"] > 0
     assert all(ent.label_ == "PER" for doc in nlp.pipe(TEXTS) for ent in doc.ents)
 

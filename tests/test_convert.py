@@ -85,8 +85,52 @@ def test_iob1_detected_and_explicit(tmp_path, nlp):
     stats = ConversionStats()
     assert ents_of(conll_to_docs(path, nlp, stats=stats)) == [EXPECTED_DOC1, EXPECTED_DOC2]
     assert stats.scheme == "iob1"
-    assert stats.repaired == {"IOB1 entity start I- read as B-": 4}
+    # IOB1 -> IOB2 is a lossless conversion, reported as such, not a repair of broken data.
+    assert stats.converted == {"IOB1 entity starts (I- after O or another type) written as B-": 4}
+    assert not stats.repaired
     assert ents_of(conll_to_docs(path, nlp, scheme="iob1")) == [EXPECTED_DOC1, EXPECTED_DOC2]
+
+
+def test_cli_reports_iob1_as_information(tmp_path):
+    result = CliRunner().invoke(
+        app, ["convert", str(write(tmp_path, "iob1.txt", IOB1)), str(tmp_path / "a.spacy")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Converted to IOB2: IOB1 entity starts" in result.output
+    assert "Repaired" not in result.output and "Nothing repaired or skipped" in result.output
+
+
+def test_sentences_without_docstart_are_not_grouped(tmp_path, nlp):
+    # Tweets (WNUT-17 style): no -DOCSTART-, so no document to group sentences by.
+    text = "@paul O\nlikes O\nParis B-location\n\nhi O\n\nBerlin B-location\nrocks O\n"
+    stats = ConversionStats()
+    docs = list(conll_to_docs(write(tmp_path, "t.conll", text), nlp, n_sents=10, stats=stats))
+    assert [doc.text.split() for doc in docs] == [
+        ["@paul", "likes", "Paris"],
+        ["hi"],
+        ["Berlin", "rocks"],
+    ]
+    assert stats.grouped is False
+    result = CliRunner().invoke(
+        app, ["convert", str(tmp_path / "t.conll"), str(tmp_path / "t.spacy"), "-n", "10"]
+    )
+    assert "3 docs, 3 sentences" in result.output and "No -DOCSTART- lines" in result.output
+    # With document marks, n_sents groups as before.
+    stats = ConversionStats()
+    assert (
+        len(
+            list(
+                conll_to_docs(
+                    write(tmp_path, "d.conll", "-DOCSTART- O\n\n" + text),
+                    nlp,
+                    n_sents=10,
+                    stats=stats,
+                )
+            )
+        )
+        == 1
+    )
+    assert stats.grouped is True
 
 
 def test_mixed_iob1_iob2_is_an_error(tmp_path, nlp):
