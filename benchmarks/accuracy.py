@@ -44,6 +44,8 @@ SYSTEMS = {
 DATASETS = {
     "conll2003": ("conll2003/train.txt", "conll2003/dev.txt", "conll2003/test.txt"),
     "wnut17": ("wnut17/train.conll", "wnut17/dev.conll", "wnut17/test.conll"),
+    # The held-out corpus of benchmarks/heldout_corpus.py (pass its parent as --data-dir).
+    "wnut16": ("wnut16/train.conll", "wnut16/dev.conll", "wnut16/test.conll"),
 }
 SPLITS = ("train", "dev", "test")
 WARMUP_RATIO = 0.1
@@ -61,6 +63,16 @@ def default_n_sents(system: str, dataset: str) -> int:
     """Ours reads CoNLL-2003 as the project does (document context); the peers, as in their
     recipes, read one sentence per example. WNUT-17 tweets have no documents."""
     return project_n_sents() if system == "bert_ner" and dataset == "conll2003" else 1
+
+
+def load_splits(
+    paths: Dict[str, Path], n_sents: int, limit: int, train_limit: int
+) -> Dict[str, List[Doc]]:
+    """Gold Docs of each split; `train_limit` keeps only the first N training sentences."""
+    return {
+        split: load_docs(path, n_sents, train_limit if split == "train" and train_limit else limit)
+        for split, path in paths.items()
+    }
 
 
 def load_docs(path: Path, n_sents: int, limit: int) -> List[Doc]:
@@ -100,16 +112,20 @@ def train_spacy(
     corpus.mkdir(parents=True, exist_ok=True)
     for split, split_docs in docs.items():
         DocBin(docs=split_docs).to_disk(corpus / f"{split}.spacy")
-    n_batches = count_batches(load_config(config_path, overrides=overrides), docs["train"])
+    base = load_config(config_path, overrides=overrides)
+    n_batches = count_batches(base, docs["train"])
     total_steps = epochs * n_batches
-    settings = {
+    settings: Dict[str, Any] = {
         "components.transformer.model.name": encoder,
         "training.max_epochs": epochs,
         "training.max_steps": 0,
-        "training.optimizer.learn_rate.total_steps": total_steps,
-        "training.optimizer.learn_rate.warmup_steps": round(WARMUP_RATIO * total_steps),
-        **overrides,
     }
+    # Ours counts its schedule from the corpus (spacy_bert_ner.warmup_linear.v1); a config with
+    # thinc's fixed warmup_linear.v1 (spaCy's ner) is given the same warmup and end here.
+    if base["training"]["optimizer"]["learn_rate"].get("@schedules") == "warmup_linear.v1":
+        settings["training.optimizer.learn_rate.total_steps"] = total_steps
+        settings["training.optimizer.learn_rate.warmup_steps"] = round(WARMUP_RATIO * total_steps)
+    settings.update(overrides)
     # The exact config trained, saved beside the model, with a log of the dev scores.
     config = load_config(config_path, overrides=settings, interpolate=False)
     log_path = run_dir / "train_log.jsonl"
@@ -127,6 +143,7 @@ def train_spacy(
     return {
         "train_seconds": round(time.perf_counter() - start),
         "batches_per_epoch": n_batches,
+        "total_steps": total_steps,
         "settings": settings,
         "dev_curve": read_curve(log_path),
     }
@@ -235,6 +252,7 @@ def run(
     work_dir: Path = typer.Option(ROOT / "benchmarks" / "work", help="Corpora and models"),
     results_dir: Path = typer.Option(ROOT / "benchmarks" / "results" / "accuracy"),
     limit: int = typer.Option(0, help="Use only the first N sentences of each split (smoke test)"),
+    train_limit: int = typer.Option(0, help="Train on the first N training sentences only"),
     gpu_id: int = typer.Option(-1, help="GPU id, or -1 for CPU"),
 ) -> None:
     """Train and evaluate one system on one dataset; save the scores as JSON."""
@@ -246,12 +264,12 @@ def run(
     n_sents = default_n_sents(system, dataset) if n_sents is None else n_sents
     paths = dict(zip(SPLITS, (data_dir / p for p in DATASETS[dataset])))
     if system == "hf":
-        gold = {split: load_docs(path, 1, limit) for split, path in paths.items()}
+        gold = load_splits(paths, 1, limit, train_limit)
         info, dev_spans, test_spans = run_hf(encoder, gold, epochs, gpu_id)
     else:
         config_path = config or SYSTEMS[system]
         assert config_path is not None
-        gold = {split: load_docs(path, n_sents, limit) for split, path in paths.items()}
+        gold = load_splits(paths, n_sents, limit, train_limit)
         run_dir = work_dir / f"{dataset}__{name}"
         info = train_spacy(config_path, encoder, gold, run_dir, epochs, parse_set(set_), gpu_id)
         info.update(n_sents=n_sents, config=str(config_path))
@@ -260,6 +278,9 @@ def run(
         )
         info.update(predicted)
     info.update(system=system, name=name, dataset=dataset, epochs=epochs, encoder=encoder)
+    info.update(
+        train_limit=train_limit, train_sentences=sum(len(list(d.sents)) for d in gold["train"])
+    )
     save_result(results_dir, info, gold, dev_spans, test_spans, limit)
 
 
