@@ -1,0 +1,59 @@
+"""The "train on your own data" table: workflow runs (benchmarks/run_own_data.sh) and the Hugging
+Face recipe on the same data and epochs (benchmarks/accuracy.py run hf ...), from the JSON files in
+benchmarks/results/own_data/, written between the own-data markers of BENCHMARKS.md:
+
+    python benchmarks/own_data_table.py --write BENCHMARKS.md
+"""
+
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import srsly
+import typer
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "own_data"
+START, END = "<!-- own-data:start -->", "<!-- own-data:end -->"
+
+
+def row(name: str, result: Dict[str, Any]) -> str:
+    if "seconds" in result:  # a workflow run, scored by `spacy evaluate` (model-best)
+        system = "bert_ner (workflow)"
+        run = f"{result['epochs']} epochs, {result['steps']} steps"
+        minutes = result["seconds"]["train"] / 60
+    else:  # the accuracy harness (last model, conlleval-style scorer)
+        system = "bert_ner (harness)" if result["system"] == "bert_ner" else result["system"]
+        steps = result.get("total_steps") or result.get("settings", {}).get("total_steps", "?")
+        run = f"{result['epochs']} epochs, {steps} steps"
+        minutes = result["train_seconds"] / 60
+    dev, test = result["dev"], result["test"]
+    return (
+        f"| {name} | {system} | {run} | {dev['f']:.2f} | {test['p']:.2f} | {test['r']:.2f} | "
+        f"**{test['f']:.2f}** | {minutes:.0f} |"
+    )
+
+
+def table(results_dir: Path = RESULTS) -> str:
+    lines = [
+        "| run | system | length | dev F1 | test P | test R | test F1 | train min |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    results: List[Any] = [(p.stem, srsly.read_json(p)) for p in sorted(results_dir.glob("*.json"))]
+    lines += [row(name, result) for name, result in results]
+    return "\n".join(lines) + "\n"
+
+
+def main(write: Optional[Path] = typer.Option(None, help="Markdown file to update")) -> None:
+    text = table()
+    typer.echo(text)
+    if write:
+        page = write.read_text(encoding="utf8")
+        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+        if not pattern.search(page):
+            raise typer.BadParameter(f"{write} has no {START} ... {END} block")
+        write.write_text(pattern.sub(lambda _: f"{START}\n{text}{END}", page), encoding="utf8")
+
+
+if __name__ == "__main__":
+    typer.run(main)
