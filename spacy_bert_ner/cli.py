@@ -13,8 +13,9 @@ from wasabi import msg
 
 from .annotate import INPUT_FORMATS, ON_ERROR, AnnotateStats, RecordError, annotate
 from .convert import ConversionStats, convert
-from .evaluation import analysis_json, compare, errors_html, predict
+from .evaluation import analysis_json, compare, entity_scores, errors_html, predict
 from .inference import load
+from .pipeline_component import BertNER
 
 ENGINES = ("local", "ray")
 
@@ -185,7 +186,8 @@ def analyze_cli(
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
 ) -> None:
     """Error analysis of a pipeline on gold data: P/R/F overall and per type, the most frequent
-    confusions (type, boundary, missed, spurious) with examples, and a displaCy page of errors."""
+    confusions (type, boundary, missed, spurious) with examples, each predicted entity's confidence
+    and whether it was right (for a bert_ner pipeline), and a displaCy page of errors."""
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
     nlp = load(model)
@@ -196,7 +198,9 @@ def analyze_cli(
     msg.info(f"Predicting {len(gold_docs)} docs from {data_path}")
     pred_docs = predict(nlp, gold_docs, batch_size=batch_size)
     report = compare(gold_docs, pred_docs)
-    analysis = analysis_json(report, gold_docs, max_examples)
+    spans_keys = [pipe.spans_key for _, pipe in nlp.pipeline if isinstance(pipe, BertNER)]
+    scores = entity_scores(gold_docs, pred_docs, spans_keys[0]) if spans_keys else None
+    analysis = analysis_json(report, gold_docs, max_examples, scores=scores)
     output_dir.mkdir(parents=True, exist_ok=True)
     srsly.write_json(output_dir / "errors.json", analysis)
     title = f"Errors of {model} on {data_path.name}"
