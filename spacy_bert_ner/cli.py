@@ -16,6 +16,7 @@ from .convert import ConversionStats, convert
 from .evaluation import analysis_json, compare, entity_scores, errors_html, predict
 from .inference import load
 from .pipeline_component import BertNER
+from .report import build_report
 
 ENGINES = ("local", "ray")
 
@@ -90,6 +91,40 @@ def package_meta_cli(
     output_path.parent.mkdir(parents=True, exist_ok=True)
     srsly.write_json(output_path, meta)
     msg.good(f"Saved meta with scores from {metrics_path} to {output_path}")
+
+
+@app.command("report")
+def report_cli(
+    log_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Training log JSONL"),
+    dev_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Dev scores JSON"),
+    test_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Test scores JSON"),
+    analysis_path: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="errors.json of `analyze`"
+    ),
+    output_path: Path = typer.Argument(..., dir_okay=False, help="report.html to write"),
+    errors_page: Optional[Path] = typer.Option(
+        None, "--errors-page", help="displaCy page to link (default: errors.html beside the JSON)"
+    ),
+    title: str = typer.Option("bert_ner training report", "--title", help="Page title"),
+) -> None:
+    """An HTML report of a training run, with the PNGs it embeds in a folder beside it: dev F1 and
+    loss over steps, P/R/F per type, the confusion matrix, the confidences' reliability, and the
+    most frequent confusions."""
+    if errors_page is None:
+        errors_page = analysis_path.parent / "errors.html"
+    try:
+        written = build_report(
+            log_path,
+            dev_path,
+            test_path,
+            analysis_path,
+            output_path,
+            errors_page=errors_page,
+            title=title,
+        )
+    except (ValueError, KeyError, ImportError) as err:
+        fail(err)
+    msg.good(f"Saved {output_path} and {len(written) - 1} figures in {output_path.with_suffix('')}")
 
 
 @app.command("annotate")
