@@ -15,6 +15,8 @@ from .annotate import INPUT_FORMATS, ON_ERROR, AnnotateStats, RecordError, annot
 from .convert import ConversionStats, convert
 from .evaluation import analysis_json, compare, entity_scores, errors_html, predict
 from .inference import load
+from .loggers import read_log
+from .model_card import describe_device, model_card_meta
 from .pipeline_component import BertNER
 from .report import build_report
 
@@ -78,19 +80,45 @@ def convert_cli(
 @app.command("package-meta")
 def package_meta_cli(
     model_path: Path = typer.Argument(..., exists=True, file_okay=False, help="Trained pipeline"),
-    metrics_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Evaluation JSON"),
+    metrics_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Test scores JSON"),
     output_path: Path = typer.Argument(..., dir_okay=False, help="meta.json to write"),
     name: str = typer.Option(..., "--name", help="Package name without language prefix"),
     version: str = typer.Option(..., "--version", help="Package version"),
+    train_log: Optional[Path] = typer.Option(
+        None, "--train-log", exists=True, dir_okay=False, help="Training log (JSONL)"
+    ),
+    dev_metrics: Optional[Path] = typer.Option(
+        None, "--dev-metrics", exists=True, dir_okay=False, help="Dev scores JSON"
+    ),
+    train_data: Optional[str] = typer.Option(None, "--train-data", help="Train data file"),
+    dev_data: Optional[str] = typer.Option(None, "--dev-data", help="Dev data file"),
+    test_data: Optional[str] = typer.Option(None, "--test-data", help="Test data file"),
+    gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU the scores were measured on"),
 ) -> None:
-    """Write the pipeline's meta.json with the evaluated scores as its `performance`."""
-    meta: Dict[str, Any] = srsly.read_json(model_path / "meta.json")
-    metrics: Dict[str, Any] = srsly.read_json(metrics_path)
-    meta.update(name=name, version=version)
-    meta["performance"] = {**meta.get("performance", {}), **metrics}
+    """Write the pipeline's meta.json with the test scores as its `performance`, and a model card
+    (description, sources, notes) that `spacy package` turns into the package's README."""
+    try:
+        log = read_log(train_log) if train_log else {}
+    except ValueError as err:
+        fail(err)
+    data = {
+        split: path
+        for split, path in (("train", train_data), ("dev", dev_data), ("test", test_data))
+        if path
+    }
+    meta = model_card_meta(
+        model_path,
+        srsly.read_json(metrics_path),
+        log,
+        name=name,
+        version=version,
+        data=data,
+        device=describe_device(gpu_id),
+        dev_scores=srsly.read_json(dev_metrics) if dev_metrics else None,
+    )
     output_path.parent.mkdir(parents=True, exist_ok=True)
     srsly.write_json(output_path, meta)
-    msg.good(f"Saved meta with scores from {metrics_path} to {output_path}")
+    msg.good(f"Saved meta and model card with scores from {metrics_path} to {output_path}")
 
 
 @app.command("report")
