@@ -36,10 +36,12 @@ def describe_device(gpu_id: int) -> str:
     if gpu_id >= 0 and torch.cuda.is_available():
         return f"GPU {torch.cuda.get_device_name(gpu_id)}"
     cpu = platform.processor() or platform.machine()
-    return f"CPU ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    return f"CPU ({cpu}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()})"
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     minutes = round(seconds / 60)
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 

@@ -132,7 +132,8 @@ def expected_calibration_error(bins: Sequence[ReliabilityBin]) -> float:
 
 @dataclass
 class Curve:
-    """The training curve: per evaluation, the step, dev entity F1 (%) and each component's loss."""
+    """The training curve: per evaluation, the step, dev entity F1 (%) and each component's mean
+    loss per step since the previous evaluation."""
 
     steps: List[int]
     f1: List[float]
@@ -148,7 +149,12 @@ def training_curve(log: Dict[str, Any]) -> Curve:
     steps = [e["step"] for e in evaluations]
     f1 = [100 * float(e["scores"].get("ents_f") or 0.0) for e in evaluations]
     names = sorted({name for e in evaluations for name in e["losses"]})
-    losses = {name: [float(e["losses"].get(name, 0.0)) for e in evaluations] for name in names}
+    # spaCy sums the losses from one evaluation to the next: divide by the steps in between.
+    n_steps = [max(1, step - previous) for previous, step in zip([-1, *steps], steps)]
+    losses = {
+        name: [float(e["losses"].get(name, 0.0)) / n for e, n in zip(evaluations, n_steps)]
+        for name in names
+    }
     losses = {name: values for name, values in losses.items() if any(values)}
     return Curve(steps, f1, losses, log.get("seconds"), log.get("command"))
 
@@ -194,7 +200,7 @@ def plot_curve(curve: Curve) -> "Figure":
         ax_loss.plot(curve.steps, values, marker="o", label=name)
     if curve.losses:
         ax_loss.legend()
-    ax_loss.set(title="Training loss (summed since the previous evaluation)", xlabel="step")
+    ax_loss.set(title="Training loss per step (mean since the previous evaluation)", xlabel="step")
     for ax in (ax_f1, ax_loss):
         ax.grid(alpha=0.3)
     return fig
@@ -302,7 +308,9 @@ def _duration(seconds: Optional[float]) -> str:
         return "unknown"
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 STYLE = (

@@ -1,6 +1,7 @@
 """The model card: the meta.json `spacy package` writes the package's README from."""
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Dict
 
@@ -9,7 +10,7 @@ from spacy.cli.package import generate_readme
 from typer.testing import CliRunner
 
 from spacy_bert_ner.cli import app
-from spacy_bert_ner.model_card import encoder_lowercases, model_card_meta
+from spacy_bert_ner.model_card import describe_device, encoder_lowercases, model_card_meta
 
 ROOT = Path(__file__).parent.parent
 TEST_SCORES = {
@@ -68,6 +69,10 @@ def uncased_encoder(tmp_path: Path) -> str:
 def test_encoder_lowercases(uncased_encoder: str, tmp_path: Path) -> None:
     assert encoder_lowercases(uncased_encoder) is True
     assert encoder_lowercases(str(tmp_path / "nowhere")) is None
+
+
+def test_describe_device_on_cpu() -> None:
+    assert re.fullmatch(r"CPU \(.+, \d+ cores, torch threads: \d+\)", describe_device(-1))
 
 
 def test_model_card_meta_and_readme(uncased_encoder: str, tmp_path: Path) -> None:
