@@ -184,6 +184,8 @@ def _figure(width: float, height: float, ncols: int = 1) -> Tuple["Figure", Any]
 
 
 def plot_curve(curve: Curve) -> "Figure":
+    from matplotlib.ticker import MaxNLocator
+
     fig, (ax_f1, ax_loss) = _figure(10, 3.6, ncols=2)
     ax_f1.plot(curve.steps, curve.f1, marker="o", color="tab:blue")
     if curve.f1:
@@ -200,9 +202,10 @@ def plot_curve(curve: Curve) -> "Figure":
         ax_loss.plot(curve.steps, values, marker="o", label=name)
     if curve.losses:
         ax_loss.legend()
-    ax_loss.set(title="Training loss per step (mean since the previous evaluation)", xlabel="step")
+    ax_loss.set(title="Training loss per step", xlabel="step", ylabel="mean since last evaluation")
     for ax in (ax_f1, ax_loss):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 
