@@ -150,7 +150,7 @@ def report_cli(
             errors_page=errors_page,
             title=title,
         )
-    except (ValueError, KeyError, ImportError) as err:
+    except (ValueError, ImportError) as err:
         fail(err)
     msg.good(f"Saved {output_path} and {len(written) - 1} figures in {output_path.with_suffix('')}")
 

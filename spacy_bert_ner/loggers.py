@@ -112,7 +112,15 @@ def read_log(path: Union[str, Path]) -> Dict[str, Any]:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{number}: not a JSON line ({err}).") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{number}: not a JSON object.")
             if "step" in record:
+                missing = {"epoch", "losses", "scores"} - set(record)
+                if missing:
+                    raise ValueError(
+                        f"{path}:{number}: an evaluation without {', '.join(sorted(missing))} "
+                        "(is this a log of spacy_bert_ner.JSONLLogger.v1?)."
+                    )
                 evaluations.append(record)
                 log["seconds"] = record.get("seconds", log["seconds"])
             else:

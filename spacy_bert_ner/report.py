@@ -324,6 +324,18 @@ STYLE = (
 )
 
 
+def _read_json(path: Union[str, Path], keys: Sequence[str], what: str) -> Dict[str, Any]:
+    """A JSON object with the given keys, or an error that names the file and what it should be."""
+    try:
+        data = srsly.read_json(path)
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}).") from None
+    missing = [key for key in keys if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise ValueError(f"{path}: no {', '.join(missing)}; expected {what}.")
+    return data
+
+
 def build_report(
     log_path: Union[str, Path],
     dev_path: Union[str, Path],
@@ -339,9 +351,13 @@ def build_report(
     `errors_page` (the analysis' displaCy page) is linked relative to the report."""
     output_path = Path(output_path)
     log = read_log(log_path)
-    dev: Dict[str, Any] = srsly.read_json(dev_path)
-    test: Dict[str, Any] = srsly.read_json(test_path)
-    analysis: Dict[str, Any] = srsly.read_json(analysis_path)
+    dev = _read_json(dev_path, ("ents_f",), "the scores `spacy evaluate` writes with --output")
+    test = _read_json(test_path, ("ents_f",), "the scores `spacy evaluate` writes with --output")
+    analysis = _read_json(
+        analysis_path,
+        ("scores", "error_kinds", "confusions"),
+        "the errors.json of `python -m spacy_bert_ner analyze`",
+    )
     curve = training_curve(log)
     matrix = confusion_matrix(analysis)
     entity_scores = analysis.get("entity_scores") or {"scores": [], "correct": []}

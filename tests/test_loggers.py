@@ -58,7 +58,8 @@ def test_logger_writes_command_evaluations_and_time(
 
 def test_read_log_names_a_bad_line(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
-    path.write_text('{"step": 0, "seconds": 1}\nnot json\n')
+    record = {"epoch": 0, "step": 0, "losses": {}, "scores": {}}
+    path.write_text(json.dumps(record) + "\nnot json\n")
     with pytest.raises(ValueError, match=r"log.jsonl:2: not a JSON line"):
         read_log(path)
 

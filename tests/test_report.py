@@ -173,13 +173,22 @@ def test_report_page_embeds_its_figures(report: Path) -> None:
     assert "2,900 words/s" in page or "2,901 words/s" in page
 
 
-def test_report_cli_names_a_bad_log(tmp_path: Path) -> None:
+def test_report_cli_names_bad_inputs(tmp_path: Path) -> None:
     paths = write_inputs(tmp_path)
     paths["log.jsonl"].write_text("{}\n{oops\n")
     args = [str(paths[n]) for n in ("log.jsonl", "dev.json", "test.json", "errors.json")]
     result = CliRunner().invoke(app, ["report", *args, str(tmp_path / "r.html")])
     assert result.exit_code == 1
     assert "log.jsonl:2: not a JSON line" in result.output
+    paths["log.jsonl"].write_text('{"step": 0, "seconds": 1}\n')
+    result = CliRunner().invoke(app, ["report", *args, str(tmp_path / "r.html")])
+    assert "log.jsonl:1: an evaluation without epoch, losses, scores" in result.output
+    write_inputs(tmp_path / "good")
+    paths["errors.json"].write_text('{"scores": {}}')
+    args[0] = str(tmp_path / "good" / "log.jsonl")
+    result = CliRunner().invoke(app, ["report", *args, str(tmp_path / "r.html")])
+    assert result.exit_code == 1
+    assert "errors.json: no error_kinds, confusions; expected the errors.json of" in result.output
 
 
 # Loaded before the page's own content: records script errors, console errors and failed
