@@ -13,8 +13,12 @@ from wasabi import msg
 
 from .annotate import INPUT_FORMATS, ON_ERROR, AnnotateStats, RecordError, annotate
 from .convert import ConversionStats, convert
-from .evaluation import analysis_json, compare, errors_html, predict
+from .evaluation import analysis_json, compare, entity_scores, errors_html, predict
 from .inference import load
+from .loggers import read_log
+from .model_card import describe_device, model_card_meta
+from .pipeline_component import BertNER
+from .report import build_report
 
 ENGINES = ("local", "ray")
 
@@ -83,19 +87,79 @@ def convert_cli(
 @app.command("package-meta")
 def package_meta_cli(
     model_path: Path = typer.Argument(..., exists=True, file_okay=False, help="Trained pipeline"),
-    metrics_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Evaluation JSON"),
+    metrics_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Test scores JSON"),
     output_path: Path = typer.Argument(..., dir_okay=False, help="meta.json to write"),
     name: str = typer.Option(..., "--name", help="Package name without language prefix"),
     version: str = typer.Option(..., "--version", help="Package version"),
+    train_log: Optional[Path] = typer.Option(
+        None, "--train-log", exists=True, dir_okay=False, help="Training log (JSONL)"
+    ),
+    dev_metrics: Optional[Path] = typer.Option(
+        None, "--dev-metrics", exists=True, dir_okay=False, help="Dev scores JSON"
+    ),
+    train_data: Optional[str] = typer.Option(None, "--train-data", help="Train data file"),
+    dev_data: Optional[str] = typer.Option(None, "--dev-data", help="Dev data file"),
+    test_data: Optional[str] = typer.Option(None, "--test-data", help="Test data file"),
+    gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU the scores were measured on"),
 ) -> None:
-    """Write the pipeline's meta.json with the evaluated scores as its `performance`."""
-    meta: Dict[str, Any] = srsly.read_json(model_path / "meta.json")
-    metrics: Dict[str, Any] = srsly.read_json(metrics_path)
-    meta.update(name=name, version=version)
-    meta["performance"] = {**meta.get("performance", {}), **metrics}
+    """Write the pipeline's meta.json with the test scores as its `performance`, and a model card
+    (description, sources, notes) that `spacy package` turns into the package's README."""
+    try:
+        log = read_log(train_log) if train_log else {}
+    except ValueError as err:
+        fail(err)
+    data = {
+        split: path
+        for split, path in (("train", train_data), ("dev", dev_data), ("test", test_data))
+        if path
+    }
+    meta = model_card_meta(
+        model_path,
+        srsly.read_json(metrics_path),
+        log,
+        name=name,
+        version=version,
+        data=data,
+        device=describe_device(gpu_id),
+        dev_scores=srsly.read_json(dev_metrics) if dev_metrics else None,
+    )
     output_path.parent.mkdir(parents=True, exist_ok=True)
     srsly.write_json(output_path, meta)
-    msg.good(f"Saved meta with scores from {metrics_path} to {output_path}")
+    msg.good(f"Saved meta and model card with scores from {metrics_path} to {output_path}")
+
+
+@app.command("report")
+def report_cli(
+    log_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Training log JSONL"),
+    dev_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Dev scores JSON"),
+    test_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Test scores JSON"),
+    analysis_path: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="errors.json of `analyze`"
+    ),
+    output_path: Path = typer.Argument(..., dir_okay=False, help="report.html to write"),
+    errors_page: Optional[Path] = typer.Option(
+        None, "--errors-page", help="displaCy page to link (default: errors.html beside the JSON)"
+    ),
+    title: str = typer.Option("bert_ner training report", "--title", help="Page title"),
+) -> None:
+    """An HTML report of a training run, with the PNGs it embeds in a folder beside it: dev F1 and
+    loss over steps, P/R/F per type, the confusion matrix, the confidences' reliability, and the
+    most frequent confusions."""
+    if errors_page is None:
+        errors_page = analysis_path.parent / "errors.html"
+    try:
+        written = build_report(
+            log_path,
+            dev_path,
+            test_path,
+            analysis_path,
+            output_path,
+            errors_page=errors_page,
+            title=title,
+        )
+    except (ValueError, ImportError) as err:
+        fail(err)
+    msg.good(f"Saved {output_path} and {len(written) - 1} figures in {output_path.with_suffix('')}")
 
 
 @app.command("annotate")
@@ -192,7 +256,8 @@ def analyze_cli(
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
 ) -> None:
     """Error analysis of a pipeline on gold data: P/R/F overall and per type, the most frequent
-    confusions (type, boundary, missed, spurious) with examples, and a displaCy page of errors."""
+    confusions (type, boundary, missed, spurious) with examples, each predicted entity's confidence
+    and whether it was right (for a bert_ner pipeline), and a displaCy page of errors."""
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
     nlp = load(model)
@@ -203,7 +268,9 @@ def analyze_cli(
     msg.info(f"Predicting {len(gold_docs)} docs from {data_path}")
     pred_docs = predict(nlp, gold_docs, batch_size=batch_size)
     report = compare(gold_docs, pred_docs)
-    analysis = analysis_json(report, gold_docs, max_examples)
+    spans_keys = [pipe.spans_key for _, pipe in nlp.pipeline if isinstance(pipe, BertNER)]
+    scores = entity_scores(gold_docs, pred_docs, spans_keys[0]) if spans_keys else None
+    analysis = analysis_json(report, gold_docs, max_examples, scores=scores)
     output_dir.mkdir(parents=True, exist_ok=True)
     srsly.write_json(output_dir / "errors.json", analysis)
     title = f"Errors of {model} on {data_path.name}"

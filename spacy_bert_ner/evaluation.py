@@ -230,16 +230,43 @@ def error_examples(
     ]
 
 
+def entity_scores(
+    gold_docs: Sequence[Doc], pred_docs: Sequence[Doc], spans_key: str
+) -> Dict[str, List[Any]]:
+    """Every predicted entity of the span group `spans_key` with the confidence its
+    `attrs["scores"]` gives it, and whether it is correct (its boundaries and type match a gold
+    entity), as columns: {"labels": [...], "scores": [...], "correct": [...]}. Docs without such a
+    group (a system that gives no confidences) add nothing."""
+    columns: Dict[str, List[Any]] = {"labels": [], "scores": [], "correct": []}
+    for gold, pred in zip(gold_docs, pred_docs):
+        group = pred.spans.get(spans_key)
+        if group is None or "scores" not in group.attrs:
+            continue
+        gold_set = set(doc_spans(gold))
+        for span, score in zip(group, group.attrs["scores"]):
+            columns["labels"].append(span.label_)
+            columns["scores"].append(round(float(score), 4))
+            columns["correct"].append((span.start, span.end, span.label_) in gold_set)
+    return columns
+
+
 def analysis_json(
-    report: ErrorReport, gold_docs: Sequence[Doc], max_examples: int = 5
+    report: ErrorReport,
+    gold_docs: Sequence[Doc],
+    max_examples: int = 5,
+    scores: Optional[Dict[str, List[Any]]] = None,
 ) -> Dict[str, Any]:
-    """Everything the analysis found, JSON-serializable."""
-    return {
+    """Everything the analysis found, JSON-serializable; with `scores` (from `entity_scores`), the
+    predicted entities' confidences too, as "entity_scores"."""
+    analysis = {
         "scores": report.scores,
         "error_kinds": report.kind_counts(),
         "error_kind_help": ERROR_KIND_HELP,
         "confusions": error_examples(report, gold_docs, max_examples),
     }
+    if scores is not None:
+        analysis["entity_scores"] = scores
+    return analysis
 
 
 def _error_sentence_doc(gold: Doc, pred: Doc, sentence: Span, errors: Sequence[EntityError]) -> Doc:

@@ -6,7 +6,7 @@ from typing import List, Tuple
 
 import pytest
 import spacy
-from spacy.tokens import Doc, DocBin, Span
+from spacy.tokens import Doc, DocBin, Span, SpanGroup
 from spacy.training import Example
 from synthetic import make_examples
 from typer.testing import CliRunner
@@ -16,6 +16,7 @@ from spacy_bert_ner.evaluation import (
     EntityError,
     classify_errors,
     compare,
+    entity_scores,
     errors_html,
     score_spans,
 )
@@ -126,6 +127,23 @@ def test_compare_and_html() -> None:
         compare([gold], [Doc(gold.vocab, words=["other"] * len(gold))])
 
 
+def test_entity_scores_pair_each_confidence_with_correctness() -> None:
+    gold = make_doc([(0, 2, "PER"), (3, 5, "PER"), (6, 9, "LOC")])
+    pred = make_doc([(0, 2, "PER"), (3, 5, "ORG")])
+    pred.spans["bert_ner"] = SpanGroup(
+        pred,
+        name="bert_ner",
+        spans=[Span(pred, 0, 2, "PER"), Span(pred, 3, 5, "ORG"), Span(pred, 9, 10, "MISC")],
+        attrs={"scores": [0.91234, 0.6, 0.3]},
+    )
+    no_scores = make_doc([])
+    assert entity_scores([gold, gold], [pred, no_scores], "bert_ner") == {
+        "labels": ["PER", "ORG", "MISC"],
+        "scores": [0.9123, 0.6, 0.3],
+        "correct": [True, False, False],
+    }
+
+
 def test_analyze_cli(pipeline_path: Path, tmp_path: Path) -> None:
     nlp = spacy.load(pipeline_path)
     examples = make_examples(nlp, 30, 7)
@@ -148,6 +166,11 @@ def test_analyze_cli(pipeline_path: Path, tmp_path: Path) -> None:
     assert n_errors == sum(c["count"] for c in analysis["confusions"])
     assert "<html" in (tmp_path / "errors.html").read_text()
     assert "ALL" in result.output
+    # Every predicted entity's confidence, and whether it was right.
+    confidences = analysis["entity_scores"]
+    assert len(confidences["scores"]) == analysis["scores"]["n_pred"]
+    assert sum(confidences["correct"]) == analysis["scores"]["tp"]
+    assert all(0.0 <= score <= 1.0 for score in confidences["scores"])
 
 
 def test_analyze_cli_names_a_bad_file(pipeline_path: Path, tmp_path: Path) -> None:

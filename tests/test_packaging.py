@@ -29,6 +29,13 @@ EXPECTED_ENTRY_POINTS = {
     "thinc_optimizers": {
         "spacy_bert_ner.Adam.v1": "spacy_bert_ner.optimizers:make_head_scaled_adam"
     },
+    "thinc_schedules": {
+        "spacy_bert_ner.warmup_linear.v1": "spacy_bert_ner.schedules:warmup_linear"
+    },
+    "spacy_misc": {
+        "spacy_bert_ner.epochs_for_corpus.v1": "spacy_bert_ner.schedules:epochs_for_corpus"
+    },
+    "spacy_loggers": {"spacy_bert_ner.JSONLLogger.v1": "spacy_bert_ner.loggers:make_jsonl_logger"},
 }
 
 

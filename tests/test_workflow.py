@@ -12,6 +12,8 @@ from typing import Dict, List
 import pytest
 from synthetic import make_sentences, to_conll
 
+from spacy_bert_ner.loggers import read_log
+
 ROOT = Path(__file__).parent.parent
 # Tiny-model training settings, passed the way spaCy reads config overrides from the environment.
 # (The schedule's warmup and end follow the corpus and the project's max_epochs var.)
@@ -73,6 +75,22 @@ def test_project_all_builds_an_installable_pipeline(project: Path, tiny_bert: st
     analysis = json.loads((project / "metrics" / "errors" / "errors.json").read_text())
     assert analysis["scores"]["f"] == pytest.approx(100 * dev_scores["ents_f"], abs=0.01)
     assert "<html" in (project / "metrics" / "errors" / "errors.html").read_text()
+    # The training log, the report drawn from it, and the model card.
+    log = read_log(project / "training" / "log.jsonl")
+    assert "spacy train configs/bert_ner.cfg" in log["command"] and log["seconds"] > 0
+    assert [e["step"] for e in log["evaluations"]][:2] == [0, 20]
+    report = (project / "metrics" / "report.html").read_text()
+    assert report.count("src='data:image/png;base64,") == 4
+    assert "<a href='errors/errors.html'>" in report and "Trained with" in report
+    for figure in ("curve", "per_type", "confusion", "confidence"):
+        assert (project / "metrics" / "report" / f"{figure}.png").stat().st_size > 10_000
+    card = (project / "packages/en_bert_ner-0.1.0/README.md").read_text()
+    per_type = test_scores["ents_per_type"]["PER"]
+    per_row = f"| PER | {100 * per_type['p']:.2f} | {100 * per_type['r']:.2f} | "
+    assert per_row in card
+    assert "words/s (`spacy evaluate` on the test set, CPU" in card
+    assert "SPACY_CONFIG_OVERRIDES=" in card and "python -m spacy train configs/" in card
+    assert "### Known limits" in card and f"train data: {project.parent / 'data'}" in card
     wheel = project / "packages/en_bert_ner-0.1.0/dist/en_bert_ner-0.1.0-py3-none-any.whl"
     assert wheel.exists()
     assert (project / "packages/en_bert_ner-0.1.0/dist/en_bert_ner-0.1.0.tar.gz").exists()
@@ -104,8 +122,9 @@ def test_project_reruns_only_what_changed(project: Path, tiny_bert: str) -> None
     if not (project / "project.lock").exists():
         project_run(project, tiny_bert, "all")
     output = project_run(project, tiny_bert, "all")
-    for step in ("convert", "train", "evaluate", "analyze"):
+    for step in ("convert", "train", "evaluate", "analyze", "report"):
         assert f"Skipping '{step}': nothing changed" in output
+    started = read_log(project / "training" / "log.jsonl")["started"]
     config = project / "configs" / "bert_ner.cfg"
     # A changed config retrains (a new seed gives new weights), and so re-evaluates and repackages.
     config.write_text(config.read_text().replace("seed = 0", "seed = 1"))
@@ -113,3 +132,6 @@ def test_project_reruns_only_what_changed(project: Path, tiny_bert: str) -> None
     assert "Skipping 'convert': nothing changed" in output
     assert "Skipping 'train'" not in output
     assert "Skipping 'evaluate'" not in output
+    # The retrained model's log replaces the old one, and the report is redrawn from it.
+    assert read_log(project / "training" / "log.jsonl")["started"] != started
+    assert "Skipping 'report'" not in output

@@ -1,0 +1,472 @@
+"""The training report: one self-contained HTML page with pictures of how training went.
+
+It reads what the workflow already wrote: the training log (`loggers.JSONLLogger`), the scores of
+`spacy evaluate` on dev and test, and the error analysis of `analyze` (`evaluation.analysis_json`),
+and draws with matplotlib (the `workflow` extra):
+
+- dev F1 and training loss over the steps;
+- P/R/F per entity type on dev and test;
+- the entity-type confusion matrix on dev, with "missed" and "spurious";
+- how far the entities' confidences (`attrs["scores"]`) can be trusted: their distribution for
+  correct and wrong entities, and a reliability diagram;
+- the most frequent confusions with an example each, linking the displaCy page of the errors.
+
+The PNGs are written beside the page and embedded in it as data URIs, so the page is one file.
+"""
+
+import base64
+import html
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import srsly
+
+from .evaluation import ERROR_KIND_HELP, NO_LABEL
+from .loggers import read_log
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+MISSED = "missed"
+SPURIOUS = "spurious"
+
+
+@dataclass
+class ConfusionMatrix:
+    """Gold types (rows, then "spurious") against predicted types (columns, then "missed").
+
+    Each cell counts gold–prediction pairs: a correct entity on the diagonal, a type error off it,
+    a missed gold entity in the last column, a spurious prediction in the last row. A boundary error
+    (overlapping words, the right type) also counts on the diagonal, and is counted again in
+    `boundary` per type, so a picture can tell the two apart."""
+
+    rows: List[str]
+    columns: List[str]
+    counts: List[List[int]]
+    boundary: Dict[str, int]
+
+    def count(self, gold: str, pred: str) -> int:
+        return self.counts[self.rows.index(gold)][self.columns.index(pred)]
+
+
+def confusion_matrix(analysis: Dict[str, Any]) -> ConfusionMatrix:
+    """The confusion matrix of an error analysis (`evaluation.analysis_json`): the correct entities
+    per type come from its scores, the errors from its confusions."""
+    per_type = analysis["scores"]["per_type"]
+    labels = set(per_type)
+    for confusion in analysis["confusions"]:
+        labels.update({confusion["gold"], confusion["pred"]} - {NO_LABEL})
+    types = sorted(labels)
+    rows, columns = [*types, SPURIOUS], [*types, MISSED]
+    counts = [[0] * len(columns) for _ in rows]
+    boundary = {label: 0 for label in types}
+    for label in types:
+        counts[rows.index(label)][columns.index(label)] += per_type.get(label, {}).get("tp", 0)
+    for confusion in analysis["confusions"]:
+        kind, gold, pred, n = (confusion[k] for k in ("kind", "gold", "pred", "count"))
+        if kind == MISSED:
+            pred = MISSED
+        elif kind == SPURIOUS:
+            gold = SPURIOUS
+        elif kind == "boundary":
+            boundary[gold] += n
+        counts[rows.index(gold)][columns.index(pred)] += n
+    return ConfusionMatrix(rows, columns, counts, boundary)
+
+
+@dataclass
+class ReliabilityBin:
+    """The predictions whose confidence is in [low, high) (the last bin includes 1.0)."""
+
+    low: float
+    high: float
+    count: int
+    mean_score: Optional[float]
+    accuracy: Optional[float]
+
+
+def reliability_bins(
+    scores: Sequence[float], correct: Sequence[bool], n_bins: int = 10
+) -> List[ReliabilityBin]:
+    """Equal-width confidence bins over [0, 1], each with its number of predictions, their mean
+    confidence and the fraction of them that is correct (None for an empty bin)."""
+    if len(scores) != len(correct):
+        raise ValueError(f"{len(scores)} scores but {len(correct)} correct/wrong flags.")
+    members: List[List[Tuple[float, bool]]] = [[] for _ in range(n_bins)]
+    for score, right in zip(scores, correct):
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"Confidence {score} is outside [0, 1].")
+        members[min(int(score * n_bins), n_bins - 1)].append((score, bool(right)))
+    bins = []
+    for i, items in enumerate(members):
+        n = len(items)
+        bins.append(
+            ReliabilityBin(
+                low=i / n_bins,
+                high=(i + 1) / n_bins,
+                count=n,
+                mean_score=sum(s for s, _ in items) / n if n else None,
+                accuracy=sum(r for _, r in items) / n if n else None,
+            )
+        )
+    return bins
+
+
+def expected_calibration_error(bins: Sequence[ReliabilityBin]) -> float:
+    """The mean gap between confidence and accuracy, weighted by bin size (0 = calibrated)."""
+    total = sum(b.count for b in bins)
+    if not total:
+        return 0.0
+    return (
+        sum(
+            b.count * abs(b.mean_score - b.accuracy)
+            for b in bins
+            if b.mean_score is not None and b.accuracy is not None
+        )
+        / total
+    )
+
+
+@dataclass
+class Curve:
+    """The training curve: per evaluation, the step, dev entity F1 (%) and each component's mean
+    loss per step since the previous evaluation."""
+
+    steps: List[int]
+    f1: List[float]
+    losses: Dict[str, List[float]]
+    seconds: Optional[float]
+    command: Optional[str]
+
+
+def training_curve(log: Dict[str, Any]) -> Curve:
+    """The curve of a training log (`loggers.read_log`). Components whose loss stays 0 (the
+    transformer, trained through its listener) are left out."""
+    evaluations = log["evaluations"]
+    steps = [e["step"] for e in evaluations]
+    f1 = [100 * float(e["scores"].get("ents_f") or 0.0) for e in evaluations]
+    names = sorted({name for e in evaluations for name in e["losses"]})
+    # spaCy sums the losses from one evaluation to the next: divide by the steps in between.
+    n_steps = [max(1, step - previous) for previous, step in zip([-1, *steps], steps)]
+    losses = {
+        name: [float(e["losses"].get(name, 0.0)) / n for e, n in zip(evaluations, n_steps)]
+        for name in names
+    }
+    losses = {name: values for name, values in losses.items() if any(values)}
+    return Curve(steps, f1, losses, log.get("seconds"), log.get("command"))
+
+
+def per_type_scores(metrics: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
+    """P/R/F (%) per entity type and overall ("ALL") from `spacy evaluate`'s JSON output."""
+    scores = {
+        label: {k: 100 * float(prf[k]) for k in ("p", "r", "f")}
+        for label, prf in sorted((metrics.get("ents_per_type") or {}).items())
+    }
+    scores["ALL"] = {k: 100 * float(metrics.get(f"ents_{k}") or 0.0) for k in ("p", "r", "f")}
+    return scores
+
+
+# Drawing: matplotlib's object API (no pyplot, so no global state or GUI backend).
+
+
+def _figure(width: float, height: float, ncols: int = 1) -> Tuple["Figure", Any]:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise ImportError(
+            f"The report draws with matplotlib: pip install 'spacy-bert-ner[workflow]' ({err})"
+        ) from None
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return fig, fig.subplots(1, ncols)
+
+
+def plot_curve(curve: Curve) -> "Figure":
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax_f1, ax_loss) = _figure(10, 3.6, ncols=2)
+    ax_f1.plot(curve.steps, curve.f1, marker="o", color="tab:blue")
+    if curve.f1:
+        best = max(range(len(curve.f1)), key=lambda i: curve.f1[i])
+        ax_f1.annotate(
+            f"best {curve.f1[best]:.2f}",
+            (curve.steps[best], curve.f1[best]),
+            textcoords="offset points",
+            xytext=(0, -16),
+            ha="center",
+        )
+    ax_f1.set(title="Dev entity F1", xlabel="step", ylabel="F1 (%)")
+    for name, values in curve.losses.items():
+        ax_loss.plot(curve.steps, values, marker="o", label=name)
+    if curve.losses:
+        ax_loss.legend()
+    ax_loss.set(title="Training loss per step", xlabel="step", ylabel="mean since last evaluation")
+    for ax in (ax_f1, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+def plot_per_type(splits: Dict[str, Dict[str, Dict[str, float]]]) -> "Figure":
+    fig, axes = _figure(5 * len(splits), 3.6, ncols=len(splits))
+    axes = list(axes) if len(splits) > 1 else [axes]
+    width = 0.27
+    for ax, (split, scores) in zip(axes, splits.items()):
+        labels = list(scores)
+        for i, (metric, name) in enumerate((("p", "P"), ("r", "R"), ("f", "F"))):
+            xs = [j + (i - 1) * width for j in range(len(labels))]
+            bars = ax.bar(xs, [scores[label][metric] for label in labels], width, label=name)
+            if metric == "f":
+                ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set(title=f"{split}: P / R / F per type", ylabel="%", ylim=(0, 118))
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(loc="upper center", ncols=3, fontsize=8)
+    return fig
+
+
+def plot_confusion(matrix: ConfusionMatrix) -> "Figure":
+    n_rows, n_cols = len(matrix.rows), len(matrix.columns)
+    fig, ax = _figure(1.1 * n_cols + 2, 0.8 * n_rows + 1.6)
+    image = ax.imshow(matrix.counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    peak = max((max(row) for row in matrix.counts), default=0)
+    for i, row_label in enumerate(matrix.rows):
+        for j, col_label in enumerate(matrix.columns):
+            count = matrix.counts[i][j]
+            text = str(count)
+            if row_label == col_label and matrix.boundary.get(row_label):
+                text += f"\n({matrix.boundary[row_label]} boundary)"
+            color = "white" if count > peak / 2 else "black"
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=8)
+    ax.set_xticks(range(n_cols), matrix.columns)
+    ax.set_yticks(range(n_rows), matrix.rows)
+    ax.set(title="Dev: gold type (rows) vs predicted type", xlabel="predicted", ylabel="gold")
+    return fig
+
+
+def plot_confidence(
+    scores: Sequence[float], correct: Sequence[bool], bins: Sequence[ReliabilityBin]
+) -> "Figure":
+    fig, (ax_hist, ax_rel) = _figure(10, 3.6, ncols=2)
+    edges = [i / 20 for i in range(21)]
+    right = [s for s, c in zip(scores, correct) if c]
+    wrong = [s for s, c in zip(scores, correct) if not c]
+    ax_hist.hist(right, bins=edges, alpha=0.6, label=f"correct ({len(right)})", color="tab:green")
+    ax_hist.hist(wrong, bins=edges, alpha=0.6, label=f"wrong ({len(wrong)})", color="tab:red")
+    if scores:
+        ax_hist.set_yscale("log")
+        ax_hist.legend(loc="upper left")
+    ax_hist.set(title="Confidence of predicted entities", xlabel="score", ylabel="entities")
+    filled = [b for b in bins if b.count]
+    ax_rel.bar(
+        [(b.low + b.high) / 2 for b in filled],
+        [b.accuracy or 0.0 for b in filled],
+        width=[b.high - b.low for b in filled],
+        edgecolor="black",
+        alpha=0.7,
+        label="fraction correct",
+    )
+    ax_rel.plot([0, 1], [0, 1], linestyle="--", color="gray", label="calibrated")
+    for b in filled:
+        ax_rel.annotate(str(b.count), ((b.low + b.high) / 2, (b.accuracy or 0) + 0.01), ha="center")
+    ece = 100 * expected_calibration_error(bins)
+    ax_rel.set(
+        title=f"Reliability (ECE {ece:.1f} points)",
+        xlabel="confidence",
+        ylabel="fraction correct",
+        xlim=(0, 1),
+        ylim=(0, 1.08),
+    )
+    ax_rel.legend(loc="upper left")
+    return fig
+
+
+def png(fig: "Figure") -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+# The page.
+
+
+def _img(name: str, data: bytes, alt: str) -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f"<img id='{name}' src='data:image/png;base64,{encoded}' alt='{html.escape(alt)}'>"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "unknown"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1100px}img{max-width:100%;display:block;"
+    "margin:1em 0}table{border-collapse:collapse;margin:1em 0}td,th{padding:2px 10px;"
+    "border-bottom:1px solid #ddd;text-align:left}code{background:#f4f4f4;padding:1px 4px;"
+    "word-break:break-all}.ctx{font-size:90%}"
+)
+
+
+def _read_json(path: Union[str, Path], keys: Sequence[str], what: str) -> Dict[str, Any]:
+    """A JSON object with the given keys, or an error that names the file and what it should be."""
+    try:
+        data = srsly.read_json(path)
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}).") from None
+    missing = [key for key in keys if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise ValueError(f"{path}: no {', '.join(missing)}; expected {what}.")
+    return data
+
+
+def build_report(
+    log_path: Union[str, Path],
+    dev_path: Union[str, Path],
+    test_path: Union[str, Path],
+    analysis_path: Union[str, Path],
+    output_path: Union[str, Path],
+    errors_page: Optional[Union[str, Path]] = None,
+    title: str = "bert_ner training report",
+    n_confusions: int = 10,
+) -> Dict[str, Path]:
+    """Write the report page to `output_path` and its PNGs into the folder of the same name
+    without the suffix (`metrics/report.html` → `metrics/report/*.png`); returns the files written.
+    `errors_page` (the analysis' displaCy page) is linked relative to the report."""
+    output_path = Path(output_path)
+    log = read_log(log_path)
+    dev = _read_json(dev_path, ("ents_f",), "the scores `spacy evaluate` writes with --output")
+    test = _read_json(test_path, ("ents_f",), "the scores `spacy evaluate` writes with --output")
+    analysis = _read_json(
+        analysis_path,
+        ("scores", "error_kinds", "confusions"),
+        "the errors.json of `python -m spacy_bert_ner analyze`",
+    )
+    curve = training_curve(log)
+    matrix = confusion_matrix(analysis)
+    entity_scores = analysis.get("entity_scores") or {"scores": [], "correct": []}
+    confidences, correct = entity_scores["scores"], entity_scores["correct"]
+    bins = reliability_bins(confidences, correct)
+
+    figures = {
+        "curve": (plot_curve(curve), "dev F1 and training loss over steps"),
+        "per_type": (
+            plot_per_type({"dev": per_type_scores(dev), "test": per_type_scores(test)}),
+            "precision, recall and F1 per entity type on dev and test",
+        ),
+        "confusion": (plot_confusion(matrix), "confusion matrix of entity types on dev"),
+        "confidence": (
+            plot_confidence(confidences, correct, bins),
+            "confidence of correct and wrong entities, and reliability diagram",
+        ),
+    }
+    figure_dir = output_path.with_suffix("")
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    images = {}
+    for name, (fig, alt) in figures.items():
+        data = png(fig)
+        (figure_dir / f"{name}.png").write_bytes(data)
+        written[name] = figure_dir / f"{name}.png"
+        images[name] = _img(name, data, alt)
+
+    n_evals = len(curve.steps)
+    best = max(range(n_evals), key=lambda i: curve.f1[i]) if n_evals else None
+    summary = [
+        ("dev entity F1 (best model)", f"{100 * float(dev.get('ents_f') or 0):.2f}"),
+        ("test entity F1", f"{100 * float(test.get('ents_f') or 0):.2f}"),
+        (
+            "test P / R",
+            f"{100 * float(test.get('ents_p') or 0):.2f} / "
+            f"{100 * float(test.get('ents_r') or 0):.2f}",
+        ),
+        ("evaluate speed (test)", f"{float(test.get('speed') or 0):,.0f} words/s"),
+        ("training time", _duration(curve.seconds)),
+        ("steps, evaluations", f"{curve.steps[-1] if n_evals else 0}, {n_evals}"),
+    ]
+    if best is not None:
+        summary.append(
+            ("best dev F1 during training", f"{curve.f1[best]:.2f} at step {curve.steps[best]}")
+        )
+    if confidences:
+        ece = 100 * expected_calibration_error(bins)
+        summary.append(("calibration error of the confidences (ECE)", f"{ece:.1f} points"))
+    type_rows = [
+        (label, *(f"{s[k]:.2f}" for k in "prf"), *(f"{t[k]:.2f}" for k in "prf"))
+        for label, s in per_type_scores(dev).items()
+        for t in [per_type_scores(test).get(label, {"p": 0.0, "r": 0.0, "f": 0.0})]
+    ]
+    kind_rows = [
+        (kind, ERROR_KIND_HELP.get(kind, ""), count)
+        for kind, count in analysis["error_kinds"].items()
+    ]
+    confusion_rows = []
+    for confusion in analysis["confusions"][:n_confusions]:
+        example = (confusion.get("examples") or [{}])[0]
+        confusion_rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(confusion[k]))}</td>"
+                for k in ("kind", "gold", "pred", "count")
+            )
+            + f"<td class='ctx'>gold: {html.escape(example.get('gold_in_context') or '—')}<br>"
+            f"predicted: {html.escape(example.get('pred_in_context') or '—')}</td></tr>"
+        )
+    link = ""
+    if errors_page is not None:
+        href = Path(os.path.relpath(Path(errors_page), output_path.parent)).as_posix()
+        link = (
+            f"<p>Every sentence with an error, gold above predicted: "
+            f"<a href='{html.escape(href)}'>the displaCy page of the errors</a>.</p>"
+        )
+    command = (
+        f"<p>Trained with <code>{html.escape(curve.command)}</code></p>" if curve.command else ""
+    )
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{command}"
+        + _table(("", ""), summary)
+        + "<h2>Training curve</h2>"
+        + images["curve"]
+        + "<h2>Scores per type</h2>"
+        + images["per_type"]
+        + _table(("type", "dev P", "dev R", "dev F", "test P", "test R", "test F"), type_rows)
+        + "<h2>Confusions on dev</h2>"
+        + "<p>Each cell counts gold–prediction pairs: correct entities (and boundary errors, "
+        "which overlap a gold entity of the same type) on the diagonal, type errors off it, "
+        "missed gold entities in the last column and spurious predictions in the last row.</p>"
+        + images["confusion"]
+        + _table(("error", "meaning", "count"), kind_rows)
+        + f"<h3>The {len(confusion_rows)} most frequent confusions</h3>{link}"
+        + "<table><tr><th>error</th><th>gold</th><th>predicted</th><th>count</th>"
+        "<th>example ([[entity]] in context)</th></tr>"
+        + "".join(confusion_rows)
+        + "</table><h2>How far the confidences can be trusted</h2>"
+        + "<p>Each predicted entity's score in <code>doc.spans[spans_key].attrs['scores']</code>"
+        " on dev: left, how the scores of correct and wrong entities are distributed; right, the "
+        "fraction of entities that are correct in each score bin (bars on the diagonal: the "
+        "score is the probability of being right; the numbers are entities per bin).</p>"
+        + (images["confidence"] if confidences else "<p>No confidences in the analysis.</p>")
+        + "</body></html>"
+    )
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    output_path.write_text(page, encoding="utf8")
+    written["html"] = output_path
+    return written
