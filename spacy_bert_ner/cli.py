@@ -1,6 +1,5 @@
 """Command line: `python -m spacy_bert_ner COMMAND` (also used by the project's project.yml)."""
 
-import os
 from pathlib import Path
 from typing import Any, Dict, List, NoReturn, Optional
 
@@ -11,7 +10,16 @@ from spacy.tokens import DocBin
 from tqdm import tqdm
 from wasabi import msg
 
-from .annotate import INPUT_FORMATS, ON_ERROR, AnnotateStats, RecordError, annotate
+from .annotate import (
+    INPUT_FORMATS,
+    ON_ERROR,
+    AnnotateError,
+    AnnotateStats,
+    RecordError,
+    annotate,
+    check_paths,
+    check_settings,
+)
 from .convert import ConversionStats, convert
 from .evaluation import analysis_json, compare, errors_html, predict
 from .inference import load
@@ -100,17 +108,26 @@ def annotate_cli(
     batch_size: Optional[int] = typer.Option(
         None, "--batch-size", "-b", help="Docs per batch (default: the pipeline's)"
     ),
-    gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
-    n_process: int = typer.Option(1, "--n-process", "-n", help="Worker processes (CPU)"),
+    gpu_id: Optional[int] = typer.Option(None, "--gpu-id", "-g", help="GPU id (local engine)"),
+    n_process: Optional[int] = typer.Option(
+        None, "--n-process", "-n", help="Worker processes (local engine, CPU)"
+    ),
     on_error: str = typer.Option("stop", "--on-error", help="Bad records: stop or skip"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run"),
-    quantized: bool = typer.Option(False, "--quantize", help="int8 encoder (faster on CPU)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output"),
+    quantized: bool = typer.Option(False, "--quantize", help="int8 encoder (CPU only)"),
     engine: str = typer.Option("local", "--engine", help="local, or ray (distributed)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address"),
-    num_actors: int = typer.Option(2, "--num-actors", help="Ray: pipeline actors"),
-    cpus_per_actor: float = typer.Option(1.0, "--cpus-per-actor", help="Ray: CPUs per actor"),
-    gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", help="Ray: GPUs per actor"),
-    output_format: str = typer.Option("jsonl", "--output-format", help="Ray: jsonl or parquet"),
+    num_actors: Optional[int] = typer.Option(None, "--num-actors", help="Ray: actors (2)"),
+    cpus_per_actor: Optional[float] = typer.Option(
+        None, "--cpus-per-actor", help="Ray: CPUs per actor (1)"
+    ),
+    gpus_per_actor: Optional[float] = typer.Option(
+        None, "--gpus-per-actor", help="Ray: GPUs per actor (0)"
+    ),
+    output_format: Optional[str] = typer.Option(
+        None, "--output-format", help="Ray: jsonl or parquet (jsonl)"
+    ),
 ) -> None:
     """Annotate plain text (one doc per line) or JSONL records ("text" field; other fields are
     kept), optionally gzipped, into JSONL with each record's entities."""
@@ -120,6 +137,23 @@ def annotate_cli(
                 f"--format takes {INPUT_FORMATS}, --on-error {ON_ERROR}, --engine {ENGINES}."
             )
         )
+    check_engine_options(
+        engine,
+        {"--gpu-id": gpu_id, "--n-process": n_process},
+        {
+            "--ray-address": ray_address,
+            "--num-actors": num_actors,
+            "--cpus-per-actor": cpus_per_actor,
+            "--gpus-per-actor": gpus_per_actor,
+            "--output-format": output_format,
+        },
+    )
+    if quantized and ((gpu_id is not None and gpu_id >= 0) or (gpus_per_actor or 0) > 0):
+        fail(ValueError("--quantize is for CPU inference (int8 on the CPU): drop it or the GPU."))
+    try:
+        check_settings(batch_size, 1 if n_process is None else n_process, on_error)
+    except AnnotateError as err:
+        fail(err)
     with tqdm(unit=" docs", desc="Annotating", disable=None) as bar:
         try:
             if engine == "ray":
@@ -128,40 +162,46 @@ def annotate_cli(
                     input_path,
                     output_path,
                     file_format=file_format,
-                    output_format=output_format,
+                    output_format=output_format or "jsonl",
                     batch_size=batch_size or 64,
-                    num_actors=num_actors,
-                    cpus_per_actor=cpus_per_actor,
-                    gpus_per_actor=gpus_per_actor,
+                    num_actors=2 if num_actors is None else num_actors,
+                    cpus_per_actor=1.0 if cpus_per_actor is None else cpus_per_actor,
+                    gpus_per_actor=gpus_per_actor or 0.0,
                     on_error=on_error,
                     resume=resume,
+                    overwrite=overwrite,
                     quantized=quantized,
                     address=ray_address,
                     progress=bar.update,
                 )
             else:
-                if gpu_id >= 0:
-                    spacy.require_gpu(gpu_id)
-                if n_process > 1:  # share the cores between the worker processes' torch threads
-                    threads = max(1, (os.cpu_count() or 1) // n_process)
-                    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+                check_paths(input_path, output_path)
+                if gpu_id is not None and gpu_id >= 0:
+                    use_gpu(gpu_id)
                 stats = annotate(
-                    load(model, quantized=quantized),
+                    load_pipeline(model, quantized),
                     input_path,
                     output_path,
                     file_format=file_format,
                     batch_size=batch_size,
-                    n_process=n_process,
+                    n_process=1 if n_process is None else n_process,
                     on_error=on_error,
                     resume=resume,
+                    overwrite=overwrite,
                     progress=bar.update,
                 )
         except RecordError as err:
             bar.close()
             msg.fail("Stopped at a bad record (pass --on-error skip to skip such records)")
             typer.echo(str(err), err=True)
-            msg.info("Output is complete up to the previous chunk: rerun with --resume.")
+            msg.info(
+                "Output is complete up to the record before it: fix the record and rerun with "
+                "--overwrite, or skip bad records with --on-error skip."
+            )
             raise typer.Exit(1) from None
+        except AnnotateError as err:
+            bar.close()
+            fail(err)
     if stats.resumed_after_line:
         msg.info(f"Resumed after input line {stats.resumed_after_line}")
     for skipped in stats.skipped:
@@ -170,6 +210,48 @@ def annotate_cli(
         f"Annotated {stats.docs} docs ({stats.entities} entities) into {output_path}; "
         f"skipped {len(stats.skipped)} bad records"
     )
+
+
+def check_engine_options(
+    engine: str, local_options: Dict[str, Any], ray_options: Dict[str, Any]
+) -> None:
+    """Refuse options the chosen engine would silently ignore."""
+    unused = ray_options if engine == "local" else local_options
+    given = [name for name, value in unused.items() if value is not None]
+    if given:
+        other = "ray" if engine == "local" else "local"
+        fail(
+            ValueError(
+                f"{', '.join(given)} only apply to --engine {other}, not --engine {engine}: "
+                "drop them or change the engine."
+            )
+        )
+
+
+def load_pipeline(model: str, quantized: bool = False) -> Any:
+    """`inference.load`, with a one-line message for a name that is no pipeline."""
+    try:
+        return load(model, quantized=quantized)
+    except OSError as err:
+        fail(
+            OSError(
+                f"Can't load the pipeline {model!r}: it is neither an installed pipeline package "
+                f"nor a pipeline directory ({str(err).splitlines()[0]})."
+            )
+        )
+
+
+def use_gpu(gpu_id: int) -> None:
+    """`spacy.require_gpu`, with a one-line message when no GPU (or CuPy) is there."""
+    try:
+        spacy.require_gpu(gpu_id)
+    except Exception as err:
+        fail(
+            ValueError(
+                f"--gpu-id {gpu_id}: no usable GPU ({err}). Install CuPy for your CUDA version "
+                "(pip install cupy-cuda12x) and PyTorch with CUDA, or drop --gpu-id for the CPU."
+            )
+        )
 
 
 @app.command("analyze")
@@ -246,6 +328,9 @@ def _example(example: Dict[str, Any]) -> str:
 def run_on_ray(*args: Any, **kwargs: Any) -> AnnotateStats:
     """The Ray engine, imported only when asked for, with a clear error if Ray is missing."""
     try:
+        import pyarrow  # noqa: F401
+        import ray.data  # noqa: F401
+
         from .ray_engine import annotate_on_ray
     except ImportError as err:
         fail(ImportError(f"--engine ray needs Ray Data: pip install 'spacy-bert-ner[ray]' ({err})"))
