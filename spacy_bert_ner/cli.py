@@ -1,7 +1,7 @@
 """Command line: `python -m spacy_bert_ner COMMAND` (also used by the project's project.yml)."""
 
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 import spacy
 import srsly
@@ -75,8 +75,7 @@ def convert_cli(
         )
     except ValueError as err:  # ConversionError names the file and line
         fail(err)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    docbin.to_disk(output_path)
+    write_output(output_path, docbin.to_disk)
     print_stats(stats)
     msg.good(f"Saved {stats.docs} docs to {output_path}")
 
@@ -90,13 +89,40 @@ def package_meta_cli(
     version: str = typer.Option(..., "--version", help="Package version"),
 ) -> None:
     """Write the pipeline's meta.json with the evaluated scores as its `performance`."""
-    meta: Dict[str, Any] = srsly.read_json(model_path / "meta.json")
-    metrics: Dict[str, Any] = srsly.read_json(metrics_path)
+    meta = read_json_object(model_path / "meta.json", "the pipeline's meta.json")
+    metrics = read_json_object(metrics_path, "the evaluation scores")
     meta.update(name=name, version=version)
-    meta["performance"] = {**meta.get("performance", {}), **metrics}
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    srsly.write_json(output_path, meta)
+    performance = meta.get("performance")
+    performance = performance if isinstance(performance, dict) else {}
+    meta["performance"] = {**performance, **metrics}
+    write_output(output_path, lambda path: srsly.write_json(path, meta))
     msg.good(f"Saved meta with scores from {metrics_path} to {output_path}")
+
+
+def read_json_object(path: Path, what: str) -> Dict[str, Any]:
+    """A JSON object from a file, or a one-line failure naming the file."""
+    if not path.is_file():
+        fail(FileNotFoundError(f"{path}: missing; expected {what} there."))
+    try:
+        data = srsly.read_json(path)
+    except ValueError as err:
+        fail(ValueError(f"{path}: not valid JSON ({err}); expected {what}."))
+    if not isinstance(data, dict):
+        fail(ValueError(f"{path}: expected {what} as a JSON object, not {type(data).__name__}."))
+    return data
+
+
+def write_output(path: Path, write: Callable[[Path], Any]) -> None:
+    """Create the output's folder and write it, or fail with one line if the OS refuses."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    except OSError as err:
+        fail(
+            OSError(
+                f"{path}: cannot write the output ({err.strerror or err}); choose a writable path."
+            )
+        )
 
 
 @app.command("annotate")
@@ -262,6 +288,8 @@ def analyze_cli(
     ),
     output_dir: Path = typer.Argument(..., file_okay=False, help="Writes errors.json, errors.html"),
     n_sents: int = typer.Option(10, "--n-sents", "-n", help="CoNLL input: sentences per doc"),
+    scheme: str = typer.Option("auto", "--scheme", "-s", help="CoNLL tags: auto, iob1 or iob2"),
+    repair: bool = typer.Option(False, "--repair", help="Repair stray I- tags / misaligned spans"),
     max_examples: int = typer.Option(5, "--max-examples", help="Examples kept per confusion"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Docs per batch"),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
@@ -269,10 +297,10 @@ def analyze_cli(
     """Error analysis of a pipeline on gold data: P/R/F overall and per type, the most frequent
     confusions (type, boundary, missed, spurious) with examples, and a displaCy page of errors."""
     if gpu_id >= 0:
-        spacy.require_gpu(gpu_id)
-    nlp = load(model)
+        use_gpu(gpu_id)
+    nlp = load_pipeline(model)
     try:
-        gold_docs = read_gold_docs(data_path, nlp, n_sents)
+        gold_docs = read_gold_docs(data_path, nlp, n_sents, scheme=scheme, repair=repair)
     except ValueError as err:
         fail(err)
     msg.info(f"Predicting {len(gold_docs)} docs from {data_path}")
@@ -288,14 +316,17 @@ def analyze_cli(
     msg.good(f"Saved {output_dir / 'errors.json'} and {output_dir / 'errors.html'}")
 
 
-def read_gold_docs(path: Path, nlp: Any, n_sents: int) -> List[Any]:
-    """Gold Docs from a DocBin, or from any file `convert` reads."""
+def read_gold_docs(
+    path: Path, nlp: Any, n_sents: int, *, scheme: str = "auto", repair: bool = False
+) -> List[Any]:
+    """Gold Docs from a DocBin, or from any file `convert` reads (with its --scheme and --repair,
+    which its messages suggest)."""
     if path.suffix == ".spacy":
         try:
             return list(DocBin().from_disk(path).get_docs(nlp.vocab))
         except Exception as err:
             raise ValueError(f"{path}: not a readable spaCy DocBin ({err}).") from None
-    docbin, _ = convert(path, spacy.blank(nlp.lang), n_sents=n_sents)
+    docbin, _ = convert(path, spacy.blank(nlp.lang), n_sents=n_sents, scheme=scheme, repair=repair)
     return list(docbin.get_docs(nlp.vocab))
 
 
