@@ -91,20 +91,39 @@ class RayAnnotator:
 
     def __call__(self, batch: Dict[str, numpy.ndarray]) -> Dict[str, List[Any]]:
         out: Dict[int, Dict[str, Any]] = {}
-        texts = []
+        records = []
+        max_length = self.nlp.max_length
         for line, raw in zip(batch["line"].tolist(), batch["raw"]):
             try:
                 record = parse_line(self.path, line, bytes(raw), self.file_format)
             except RecordError as err:
                 out[line] = {"output": "", "error": err.reason}
                 continue
-            if record is not None:
-                texts.append((record.text, record))
-        for doc, record in self.nlp.pipe(texts, as_tuples=True, batch_size=self.batch_size):
-            out[record.line] = {
-                "output": annotated_line(doc, record, self.spans_key).rstrip("\n"),
-                "error": "",
-            }
+            if record is not None and len(record.text) > max_length:
+                reason = (
+                    f"the text has {len(record.text):,} characters, over the pipeline's "
+                    f"nlp.max_length ({max_length:,}, spaCy's E088); split it into smaller records."
+                )
+                out[line] = {"output": "", "error": reason}
+            elif record is not None:
+                records.append(record)
+        try:
+            texts = [(record.text, record) for record in records]
+            docs = list(self.nlp.pipe(texts, as_tuples=True, batch_size=self.batch_size))
+        except Exception:  # the pipeline failed on some record: retry them one by one
+            docs = []
+            for record in records:
+                try:
+                    docs.append((self.nlp(record.text), record))
+                except Exception as err:
+                    reason = (str(err).strip().splitlines() or [""])[0]
+                    message = (
+                        f"the pipeline failed on this record ({type(err).__name__}: {reason})."
+                    )
+                    out[record.line] = {"output": "", "error": message}
+        for doc, record in docs:
+            line_out = annotated_line(doc, record, self.spans_key).rstrip("\n")
+            out[record.line] = {"output": line_out, "error": ""}
         lines = sorted(out)
         return {
             "line": lines,
