@@ -165,13 +165,13 @@ def annotate_cli(
         )
     check_engine_options(
         engine,
-        {"--gpu-id": gpu_id, "--n-process": n_process},
+        {"--gpu-id": (gpu_id, -1), "--n-process": (n_process, 1)},
         {
-            "--ray-address": ray_address,
-            "--num-actors": num_actors,
-            "--cpus-per-actor": cpus_per_actor,
-            "--gpus-per-actor": gpus_per_actor,
-            "--output-format": output_format,
+            "--ray-address": (ray_address, None),
+            "--num-actors": (num_actors, 2),
+            "--cpus-per-actor": (cpus_per_actor, 1.0),
+            "--gpus-per-actor": (gpus_per_actor, 0.0),
+            "--output-format": (output_format, "jsonl"),
         },
     )
     if quantized and ((gpu_id is not None and gpu_id >= 0) or (gpus_per_actor or 0) > 0):
@@ -221,8 +221,8 @@ def annotate_cli(
             msg.fail("Stopped at a bad record (pass --on-error skip to skip such records)")
             typer.echo(str(err), err=True)
             msg.info(
-                "Output is complete up to the record before it: fix the record and rerun with "
-                "--overwrite, or skip bad records with --on-error skip."
+                "The output is complete up to the record before it: rerun with --resume "
+                "--on-error skip to skip it and go on, or fix it and rerun with --overwrite."
             )
             raise typer.Exit(1) from None
         except AnnotateError as err:
@@ -241,9 +241,10 @@ def annotate_cli(
 def check_engine_options(
     engine: str, local_options: Dict[str, Any], ray_options: Dict[str, Any]
 ) -> None:
-    """Refuse options the chosen engine would silently ignore."""
+    """Refuse options the chosen engine would silently ignore: {name: (value, default)} of each
+    engine's options; None or the default is fine."""
     unused = ray_options if engine == "local" else local_options
-    given = [name for name, value in unused.items() if value is not None]
+    given = [name for name, (value, default) in unused.items() if value not in (None, default)]
     if given:
         other = "ray" if engine == "local" else "local"
         fail(

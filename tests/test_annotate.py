@@ -150,6 +150,13 @@ def test_cli(pipeline_path, tmp_path):
     assert (
         "skipped 3 bad records" in result.output and "bad.jsonl:4: not valid UTF-8" in result.output
     )
+    # A stopped run resumes with --on-error skip, without redoing what it wrote.
+    stop = ["annotate", str(pipeline_path), str(bad), str(tmp_path / "stop.jsonl")]
+    result = CliRunner().invoke(app, stop)
+    assert result.exit_code == 1 and "--resume --on-error skip" in result.output
+    result = CliRunner().invoke(app, [*stop, "--resume", "--on-error", "skip"])
+    assert result.exit_code == 0 and "Resumed after input line 1" in result.output
+    assert [ents(r) for r in read_jsonl(tmp_path / "stop.jsonl")] == [EXPECTED[0], EXPECTED[4]]
 
 
 def write_lines(path: Path, lines: List[str]) -> Path:
@@ -326,6 +333,7 @@ def test_scores_read_from_the_components_spans_key(pipeline_path, tmp_path):
         (["--engine", "ray", "--n-process", "2"], "--n-process only apply to --engine local"),
         (["--engine", "ray", "--gpu-id", "0"], "--gpu-id only apply to --engine local"),
         (["--quantize", "--gpu-id", "0"], "--quantize is for CPU inference"),
+        (["--engine", "ray", "--gpu-id", "-1", "--n-process", "1", "--batch-size", "0"], "must be"),
     ],
 )
 def test_options_the_engine_ignores_are_refused(pipeline_path, tmp_path, options, expected):
