@@ -466,6 +466,7 @@ def annotate(
         flush()  # everything before the error (if any) is written and recorded
     finally:
         writer.close()
+    stats.skipped.sort(key=lambda err: err.line)
     if error is not None:
         raise error
     return stats
@@ -485,11 +486,16 @@ def _pipe_records(
     RecordErrors naming their line), the others are emitted, and a new `nlp.pipe` goes on with
     the rest."""
     pending: Deque[Record] = deque()  # handed to nlp.pipe, not yet emitted
+    read_errors: List[BaseException] = []  # raised by the input, not by the pipeline
 
     def feed() -> Iterator[Tuple[str, Record]]:
-        for record in records:
-            pending.append(record)
-            yield record.text, record
+        try:
+            for record in records:
+                pending.append(record)
+                yield record.text, record
+        except Exception as err:
+            read_errors.append(err)
+            raise
 
     while True:
         stream = nlp.pipe(feed(), as_tuples=True, batch_size=batch_size, n_process=n_process)
@@ -498,8 +504,10 @@ def _pipe_records(
                 doc, record = next(stream)
             except StopIteration:
                 return
-            except Exception:  # the pipeline failed on some record of the batch
-                break
+            except Exception:
+                if read_errors:
+                    raise read_errors[0] from None
+                break  # the pipeline failed on some record of the batch
             pending.popleft()
             emit(doc, record)
         failed = list(pending)

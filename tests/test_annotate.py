@@ -407,3 +407,18 @@ def test_n_process_2(nlp, pipeline_path, tmp_path, method):
     assert [r["text"] for r in out] == texts
     annotate(nlp, source, tmp_path / "single.jsonl", batch_size=4)
     assert [ents(r) for r in out] == [ents(r) for r in read_jsonl(tmp_path / "single.jsonl")]
+
+
+def test_input_read_error_is_not_a_pipeline_failure(nlp, tmp_path, monkeypatch):
+    """An error reading the input propagates; it is not retried as a pipeline failure and does
+    not end the run as if the input were complete."""
+    from spacy_bert_ner import annotate as annotate_module
+
+    source = write_lines(tmp_path / "in.txt", TEXTS)
+
+    def unreadable(path):
+        raise PermissionError(f"{path}: permission denied")
+
+    monkeypatch.setattr(annotate_module, "open_input", unreadable)
+    with pytest.raises(PermissionError):
+        annotate(nlp, source, tmp_path / "out.jsonl", on_error="skip")
