@@ -134,26 +134,18 @@ def annotate_cli(
     batch_size: Optional[int] = typer.Option(
         None, "--batch-size", "-b", help="Docs per batch (default: the pipeline's)"
     ),
-    gpu_id: Optional[int] = typer.Option(None, "--gpu-id", "-g", help="GPU id (local engine)"),
-    n_process: Optional[int] = typer.Option(
-        None, "--n-process", "-n", help="Worker processes (local engine, CPU)"
-    ),
+    gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
+    n_process: int = typer.Option(1, "--n-process", "-n", help="Worker processes (CPU)"),
     on_error: str = typer.Option("stop", "--on-error", help="Bad records: stop or skip"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output"),
     quantized: bool = typer.Option(False, "--quantize", help="int8 encoder (CPU only)"),
     engine: str = typer.Option("local", "--engine", help="local, or ray (distributed)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address"),
-    num_actors: Optional[int] = typer.Option(None, "--num-actors", help="Ray: actors (2)"),
-    cpus_per_actor: Optional[float] = typer.Option(
-        None, "--cpus-per-actor", help="Ray: CPUs per actor (1)"
-    ),
-    gpus_per_actor: Optional[float] = typer.Option(
-        None, "--gpus-per-actor", help="Ray: GPUs per actor (0)"
-    ),
-    output_format: Optional[str] = typer.Option(
-        None, "--output-format", help="Ray: jsonl or parquet (jsonl)"
-    ),
+    num_actors: int = typer.Option(2, "--num-actors", help="Ray: pipeline actors"),
+    cpus_per_actor: float = typer.Option(1.0, "--cpus-per-actor", help="Ray: CPUs per actor"),
+    gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", help="Ray: GPUs per actor"),
+    output_format: str = typer.Option("jsonl", "--output-format", help="Ray: jsonl or parquet"),
 ) -> None:
     """Annotate plain text (one doc per line) or JSONL records ("text" field; other fields are
     kept), optionally gzipped, into JSONL with each record's entities."""
@@ -174,10 +166,10 @@ def annotate_cli(
             "--output-format": (output_format, "jsonl"),
         },
     )
-    if quantized and ((gpu_id is not None and gpu_id >= 0) or (gpus_per_actor or 0) > 0):
+    if quantized and (gpu_id >= 0 or gpus_per_actor > 0):
         fail(ValueError("--quantize is for CPU inference (int8 on the CPU): drop it or the GPU."))
     try:
-        check_settings(batch_size, 1 if n_process is None else n_process, on_error)
+        check_settings(batch_size, n_process, on_error)
     except AnnotateError as err:
         fail(err)
     with tqdm(unit=" docs", desc="Annotating", disable=None) as bar:
@@ -188,11 +180,11 @@ def annotate_cli(
                     input_path,
                     output_path,
                     file_format=file_format,
-                    output_format=output_format or "jsonl",
+                    output_format=output_format,
                     batch_size=batch_size or 64,
-                    num_actors=2 if num_actors is None else num_actors,
-                    cpus_per_actor=1.0 if cpus_per_actor is None else cpus_per_actor,
-                    gpus_per_actor=gpus_per_actor or 0.0,
+                    num_actors=num_actors,
+                    cpus_per_actor=cpus_per_actor,
+                    gpus_per_actor=gpus_per_actor,
                     on_error=on_error,
                     resume=resume,
                     overwrite=overwrite,
@@ -202,7 +194,7 @@ def annotate_cli(
                 )
             else:
                 check_paths(input_path, output_path)
-                if gpu_id is not None and gpu_id >= 0:
+                if gpu_id >= 0:
                     use_gpu(gpu_id)
                 stats = annotate(
                     load_pipeline(model, quantized),
@@ -210,7 +202,7 @@ def annotate_cli(
                     output_path,
                     file_format=file_format,
                     batch_size=batch_size,
-                    n_process=1 if n_process is None else n_process,
+                    n_process=n_process,
                     on_error=on_error,
                     resume=resume,
                     overwrite=overwrite,
@@ -242,9 +234,9 @@ def check_engine_options(
     engine: str, local_options: Dict[str, Any], ray_options: Dict[str, Any]
 ) -> None:
     """Refuse options the chosen engine would silently ignore: {name: (value, default)} of each
-    engine's options; None or the default is fine."""
+    engine's options; the default is fine."""
     unused = ray_options if engine == "local" else local_options
-    given = [name for name, (value, default) in unused.items() if value not in (None, default)]
+    given = [name for name, (value, default) in unused.items() if value != default]
     if given:
         other = "ray" if engine == "local" else "local"
         fail(
