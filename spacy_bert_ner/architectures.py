@@ -1,5 +1,7 @@
 """Registered model architectures: the token classifier head, and the transformer it listens to."""
 
+import os
+import threading
 from typing import Any, Callable, List, Optional, Tuple, cast
 
 import numpy
@@ -7,6 +9,7 @@ import torch
 from spacy.tokens import Doc
 from spacy.util import registry
 from spacy_transformers.layers import TransformerModel
+from spacy_transformers.layers.transformer_model import forward as transformer_forward
 from thinc.api import (
     Dropout,
     Model,
@@ -104,24 +107,27 @@ def _with_sized_empty_docs(
 ) -> Model[List[Doc], List[Floats2d]]:
     """Give an empty doc's output the tok2vec's width: the transformer listener returns a (0, 0)
     array for it, which `concatenate` cannot join with the features' (0, width) array."""
+    return Model("with_sized_empty_docs", _sized_empty_docs_forward, layers=[tok2vec])
 
-    def forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
-        Ys, backprop = tok2vec(docs, is_train)
-        width = next((Y.shape[1] for Y in Ys if Y.size), 0)
-        sized = [Y if Y.size or not width else model.ops.alloc2f(0, width) for Y in Ys]
-        shapes = [Y.shape for Y in Ys]
 
-        def backprop_sized(dYs: List[Floats2d]) -> Any:
-            return backprop(
-                [
-                    dY if dY.shape == shape else model.ops.alloc2f(*shape)
-                    for dY, shape in zip(dYs, shapes)
-                ]
-            )
+def _sized_empty_docs_forward(
+    model: Model, docs: List[Doc], is_train: bool
+) -> Tuple[List[Floats2d], Callable]:
+    # Module-level (not a closure), so the pipeline pickles.
+    Ys, backprop = model.layers[0](docs, is_train)
+    width = next((Y.shape[1] for Y in Ys if Y.size), 0)
+    sized = [Y if Y.size or not width else model.ops.alloc2f(0, width) for Y in Ys]
+    shapes = [Y.shape for Y in Ys]
 
-        return sized, backprop_sized
+    def backprop_sized(dYs: List[Floats2d]) -> Any:
+        return backprop(
+            [
+                dY if dY.shape == shape else model.ops.alloc2f(*shape)
+                for dY, shape in zip(dYs, shapes)
+            ]
+        )
 
-    return Model("with_sized_empty_docs", forward, layers=[tok2vec])
+    return sized, backprop_sized
 
 
 @registry.architectures("spacy_bert_ner.TransformerModel.v1")
@@ -149,17 +155,32 @@ def build_transformer_model(
         mixed_precision=mixed_precision,
         grad_scaler_config=grad_scaler_config or {},
     )
-    model._func = _predict_in_inference_mode(model._func)
+    model._func = inference_forward
     return model
 
 
-def _predict_in_inference_mode(forward: Callable) -> Callable:
-    """Wrap a forward function so that prediction (not training) runs in `torch.inference_mode`."""
+# thinc's `PyTorchShim.predict` puts the torch module in eval mode, runs it, and puts it back in
+# train mode: a forward in another thread meanwhile would run with dropout. Predictions of one
+# process take turns on this lock, so each runs in eval mode (a web server calling `nlp.pipe`
+# from threads gets the same entities as a single thread).
+_PREDICT_LOCK = threading.Lock()
 
-    def inference_forward(model: Model, X: Any, is_train: bool) -> Any:
-        if is_train:
-            return forward(model, X, is_train)
-        with torch.inference_mode():
-            return forward(model, X, is_train)
 
-    return inference_forward
+def _new_predict_lock() -> None:
+    """A forked child starts with a free lock, even if a parent thread held it at the fork."""
+    global _PREDICT_LOCK
+    _PREDICT_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_predict_lock)
+
+
+def inference_forward(model: TransformerModel, X: Any, is_train: bool) -> Any:
+    """spacy-transformers' forward; prediction (not training) runs in `torch.inference_mode`,
+    one thread at a time. A module-level function, so the pipeline pickles (needed by
+    `nlp.pipe(n_process=...)` under the spawn start method)."""
+    if is_train:
+        return transformer_forward(model, X, is_train)
+    with _PREDICT_LOCK, torch.inference_mode():
+        return transformer_forward(model, X, is_train)

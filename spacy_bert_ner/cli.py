@@ -1,8 +1,7 @@
 """Command line: `python -m spacy_bert_ner COMMAND` (also used by the project's project.yml)."""
 
-import os
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 import spacy
 import srsly
@@ -11,7 +10,16 @@ from spacy.tokens import DocBin
 from tqdm import tqdm
 from wasabi import msg
 
-from .annotate import INPUT_FORMATS, ON_ERROR, AnnotateStats, RecordError, annotate
+from .annotate import (
+    INPUT_FORMATS,
+    ON_ERROR,
+    AnnotateError,
+    AnnotateStats,
+    RecordError,
+    annotate,
+    check_paths,
+    check_settings,
+)
 from .convert import ConversionStats, convert
 from .evaluation import analysis_json, compare, entity_scores, errors_html, predict
 from .inference import load
@@ -78,8 +86,7 @@ def convert_cli(
         )
     except ValueError as err:  # ConversionError names the file and line
         fail(err)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    docbin.to_disk(output_path)
+    write_output(output_path, docbin.to_disk)
     print_stats(stats)
     msg.good(f"Saved {stats.docs} docs to {output_path}")
 
@@ -104,6 +111,7 @@ def package_meta_cli(
 ) -> None:
     """Write the pipeline's meta.json with the test scores as its `performance`, and a model card
     (description, sources, notes) that `spacy package` turns into the package's README."""
+    read_json_object(model_path / "meta.json", "the pipeline's meta.json")
     try:
         log = read_log(train_log) if train_log else {}
     except ValueError as err:
@@ -115,16 +123,15 @@ def package_meta_cli(
     }
     meta = model_card_meta(
         model_path,
-        srsly.read_json(metrics_path),
+        read_json_object(metrics_path, "the evaluation scores"),
         log,
         name=name,
         version=version,
         data=data,
         device=describe_device(gpu_id),
-        dev_scores=srsly.read_json(dev_metrics) if dev_metrics else None,
+        dev_scores=read_json_object(dev_metrics, "the dev scores") if dev_metrics else None,
     )
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    srsly.write_json(output_path, meta)
+    write_output(output_path, lambda path: srsly.write_json(path, meta))
     msg.good(f"Saved meta and model card with scores from {metrics_path} to {output_path}")
 
 
@@ -162,6 +169,32 @@ def report_cli(
     msg.good(f"Saved {output_path} and {len(written) - 1} figures in {output_path.with_suffix('')}")
 
 
+def read_json_object(path: Path, what: str) -> Dict[str, Any]:
+    """A JSON object from a file, or a one-line failure naming the file."""
+    if not path.is_file():
+        fail(FileNotFoundError(f"{path}: missing; expected {what} there."))
+    try:
+        data = srsly.read_json(path)
+    except ValueError as err:
+        fail(ValueError(f"{path}: not valid JSON ({err}); expected {what}."))
+    if not isinstance(data, dict):
+        fail(ValueError(f"{path}: expected {what} as a JSON object, not {type(data).__name__}."))
+    return data
+
+
+def write_output(path: Path, write: Callable[[Path], Any]) -> None:
+    """Create the output's folder and write it, or fail with one line if the OS refuses."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    except OSError as err:
+        fail(
+            OSError(
+                f"{path}: cannot write the output ({err.strerror or err}); choose a writable path."
+            )
+        )
+
+
 @app.command("annotate")
 def annotate_cli(
     model: str = typer.Argument(..., help="Pipeline: an installed package name or a directory"),
@@ -175,7 +208,8 @@ def annotate_cli(
     n_process: int = typer.Option(1, "--n-process", "-n", help="Worker processes (CPU)"),
     on_error: str = typer.Option("stop", "--on-error", help="Bad records: stop or skip"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run"),
-    quantized: bool = typer.Option(False, "--quantize", help="int8 encoder (faster on CPU)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output"),
+    quantized: bool = typer.Option(False, "--quantize", help="int8 encoder (CPU only)"),
     engine: str = typer.Option("local", "--engine", help="local, or ray (distributed)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address"),
     num_actors: int = typer.Option(2, "--num-actors", help="Ray: pipeline actors"),
@@ -191,6 +225,23 @@ def annotate_cli(
                 f"--format takes {INPUT_FORMATS}, --on-error {ON_ERROR}, --engine {ENGINES}."
             )
         )
+    check_engine_options(
+        engine,
+        {"--gpu-id": (gpu_id, -1), "--n-process": (n_process, 1)},
+        {
+            "--ray-address": (ray_address, None),
+            "--num-actors": (num_actors, 2),
+            "--cpus-per-actor": (cpus_per_actor, 1.0),
+            "--gpus-per-actor": (gpus_per_actor, 0.0),
+            "--output-format": (output_format, "jsonl"),
+        },
+    )
+    if quantized and (gpu_id >= 0 or gpus_per_actor > 0):
+        fail(ValueError("--quantize is for CPU inference (int8 on the CPU): drop it or the GPU."))
+    try:
+        check_settings(batch_size, n_process, on_error)
+    except AnnotateError as err:
+        fail(err)
     with tqdm(unit=" docs", desc="Annotating", disable=None) as bar:
         try:
             if engine == "ray":
@@ -206,18 +257,17 @@ def annotate_cli(
                     gpus_per_actor=gpus_per_actor,
                     on_error=on_error,
                     resume=resume,
+                    overwrite=overwrite,
                     quantized=quantized,
                     address=ray_address,
                     progress=bar.update,
                 )
             else:
+                check_paths(input_path, output_path)
                 if gpu_id >= 0:
-                    spacy.require_gpu(gpu_id)
-                if n_process > 1:  # share the cores between the worker processes' torch threads
-                    threads = max(1, (os.cpu_count() or 1) // n_process)
-                    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+                    use_gpu(gpu_id)
                 stats = annotate(
-                    load(model, quantized=quantized),
+                    load_pipeline(model, quantized),
                     input_path,
                     output_path,
                     file_format=file_format,
@@ -225,14 +275,21 @@ def annotate_cli(
                     n_process=n_process,
                     on_error=on_error,
                     resume=resume,
+                    overwrite=overwrite,
                     progress=bar.update,
                 )
         except RecordError as err:
             bar.close()
             msg.fail("Stopped at a bad record (pass --on-error skip to skip such records)")
             typer.echo(str(err), err=True)
-            msg.info("Output is complete up to the previous chunk: rerun with --resume.")
+            msg.info(
+                "The output is complete up to the record before it: rerun with --resume "
+                "--on-error skip to skip it and go on, or fix it and rerun with --overwrite."
+            )
             raise typer.Exit(1) from None
+        except AnnotateError as err:
+            bar.close()
+            fail(err)
     if stats.resumed_after_line:
         msg.info(f"Resumed after input line {stats.resumed_after_line}")
     for skipped in stats.skipped:
@@ -243,6 +300,49 @@ def annotate_cli(
     )
 
 
+def check_engine_options(
+    engine: str, local_options: Dict[str, Any], ray_options: Dict[str, Any]
+) -> None:
+    """Refuse options the chosen engine would silently ignore: {name: (value, default)} of each
+    engine's options; the default is fine."""
+    unused = ray_options if engine == "local" else local_options
+    given = [name for name, (value, default) in unused.items() if value != default]
+    if given:
+        other = "ray" if engine == "local" else "local"
+        fail(
+            ValueError(
+                f"{', '.join(given)} only apply to --engine {other}, not --engine {engine}: "
+                "drop them or change the engine."
+            )
+        )
+
+
+def load_pipeline(model: str, quantized: bool = False) -> Any:
+    """`inference.load`, with a one-line message for a name that is no pipeline."""
+    try:
+        return load(model, quantized=quantized)
+    except OSError as err:
+        fail(
+            OSError(
+                f"Can't load the pipeline {model!r}: it is neither an installed pipeline package "
+                f"nor a pipeline directory ({str(err).splitlines()[0]})."
+            )
+        )
+
+
+def use_gpu(gpu_id: int) -> None:
+    """`spacy.require_gpu`, with a one-line message when no GPU (or CuPy) is there."""
+    try:
+        spacy.require_gpu(gpu_id)
+    except Exception as err:
+        fail(
+            ValueError(
+                f"--gpu-id {gpu_id}: no usable GPU ({err}). Install CuPy for your CUDA version "
+                "(pip install cupy-cuda12x) and PyTorch with CUDA, or drop --gpu-id for the CPU."
+            )
+        )
+
+
 @app.command("analyze")
 def analyze_cli(
     model: str = typer.Argument(..., help="Pipeline: an installed package name or a directory"),
@@ -251,6 +351,8 @@ def analyze_cli(
     ),
     output_dir: Path = typer.Argument(..., file_okay=False, help="Writes errors.json, errors.html"),
     n_sents: int = typer.Option(10, "--n-sents", "-n", help="CoNLL input: sentences per doc"),
+    scheme: str = typer.Option("auto", "--scheme", "-s", help="CoNLL tags: auto, iob1 or iob2"),
+    repair: bool = typer.Option(False, "--repair", help="Repair stray I- tags / misaligned spans"),
     max_examples: int = typer.Option(5, "--max-examples", help="Examples kept per confusion"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Docs per batch"),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
@@ -259,10 +361,10 @@ def analyze_cli(
     confusions (type, boundary, missed, spurious) with examples, each predicted entity's confidence
     and whether it was right (for a bert_ner pipeline), and a displaCy page of errors."""
     if gpu_id >= 0:
-        spacy.require_gpu(gpu_id)
-    nlp = load(model)
+        use_gpu(gpu_id)
+    nlp = load_pipeline(model)
     try:
-        gold_docs = read_gold_docs(data_path, nlp, n_sents)
+        gold_docs = read_gold_docs(data_path, nlp, n_sents, scheme=scheme, repair=repair)
     except ValueError as err:
         fail(err)
     msg.info(f"Predicting {len(gold_docs)} docs from {data_path}")
@@ -280,14 +382,17 @@ def analyze_cli(
     msg.good(f"Saved {output_dir / 'errors.json'} and {output_dir / 'errors.html'}")
 
 
-def read_gold_docs(path: Path, nlp: Any, n_sents: int) -> List[Any]:
-    """Gold Docs from a DocBin, or from any file `convert` reads."""
+def read_gold_docs(
+    path: Path, nlp: Any, n_sents: int, *, scheme: str = "auto", repair: bool = False
+) -> List[Any]:
+    """Gold Docs from a DocBin, or from any file `convert` reads (with its --scheme and --repair,
+    which its messages suggest)."""
     if path.suffix == ".spacy":
         try:
             return list(DocBin().from_disk(path).get_docs(nlp.vocab))
         except Exception as err:
             raise ValueError(f"{path}: not a readable spaCy DocBin ({err}).") from None
-    docbin, _ = convert(path, spacy.blank(nlp.lang), n_sents=n_sents)
+    docbin, _ = convert(path, spacy.blank(nlp.lang), n_sents=n_sents, scheme=scheme, repair=repair)
     return list(docbin.get_docs(nlp.vocab))
 
 
@@ -320,6 +425,9 @@ def _example(example: Dict[str, Any]) -> str:
 def run_on_ray(*args: Any, **kwargs: Any) -> AnnotateStats:
     """The Ray engine, imported only when asked for, with a clear error if Ray is missing."""
     try:
+        import pyarrow  # noqa: F401
+        import ray.data  # noqa: F401
+
         from .ray_engine import annotate_on_ray
     except ImportError as err:
         fail(ImportError(f"--engine ray needs Ray Data: pip install 'spacy-bert-ner[ray]' ({err})"))

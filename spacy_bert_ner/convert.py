@@ -5,8 +5,10 @@ validates little; these readers check every line, name the file and line of any 
 repair data when asked to (counting each repair), so nothing is dropped or changed silently.
 """
 
+import gzip
 import json
 import re
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +67,18 @@ Sentence = List[Token]
 
 
 def read_lines(path: Path) -> Iterator[Tuple[int, str]]:
-    """(1-based line number, text) of each line, requiring UTF-8 and a non-empty file."""
+    """(1-based line number, text) of each line, requiring UTF-8 and a non-empty file; gzipped
+    files (recognised by their magic number) are decompressed, a UTF-8 byte order mark dropped."""
     data = Path(path).read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError, zlib.error) as err:
+            raise ConversionError(
+                path, None, f"the gzip file is truncated or corrupt ({err}); fix or re-download it."
+            ) from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
     if not data.strip():
         raise ConversionError(path, None, "the file is empty; expected annotated data.")
     for number, raw in enumerate(data.splitlines(), start=1):
@@ -121,6 +133,10 @@ def read_conll_documents(path: Path) -> Tuple[List[List[Sentence]], bool]:
                 f"{n_columns}: {line!r}",
             )
         word, tag = columns[0].strip(), columns[-1].strip()
+        if not word:
+            raise ConversionError(
+                path, number, f"empty word in the first column: {line!r}; every token needs one."
+            )
         if not TAG_PATTERN.match(tag):
             raise ConversionError(
                 path,
@@ -130,7 +146,12 @@ def read_conll_documents(path: Path) -> Tuple[List[List[Sentence]], bool]:
         sentence.append(Token(number, word, tag))
     if sentence:
         documents[-1].append(sentence)
-    return [doc for doc in documents if doc], marked
+    documents = [doc for doc in documents if doc]
+    if not documents:
+        raise ConversionError(
+            path, None, "no tokens: the file has only -DOCSTART- and blank lines."
+        )
+    return documents, marked
 
 
 def _stray_inside(sentence: Sentence) -> Iterator[Tuple[int, Token]]:
@@ -246,7 +267,14 @@ def _parse_spans(path: Path, line: int, record: Dict[str, Any]) -> List[Tuple[in
         spans = []
     text_length = len(record["text"])
     for start, end, label in spans:
-        if not (isinstance(start, int) and isinstance(end, int)) or not 0 <= start < end:
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end)):
+            raise ConversionError(
+                path,
+                line,
+                f"span [{start!r}, {end!r}]: start and end must be whole numbers (character "
+                'offsets), like 0 and 5, not 0.0 or "5".',
+            )
+        if not 0 <= start < end:
             raise ConversionError(path, line, f"span [{start}, {end}] needs 0 <= start < end.")
         if end > text_length:
             raise ConversionError(
@@ -254,6 +282,13 @@ def _parse_spans(path: Path, line: int, record: Dict[str, Any]) -> List[Tuple[in
             )
         if not isinstance(label, str) or not label.strip() or label != label.strip():
             raise ConversionError(path, line, f"invalid label {label!r} on span [{start}, {end}].")
+        if not record["text"][start:end].strip():
+            raise ConversionError(
+                path,
+                line,
+                f"span [{start}, {end}] ({label}) covers only whitespace "
+                f"{record['text'][start:end]!r}; fix its offsets.",
+            )
     return sorted(spans)
 
 
@@ -315,8 +350,9 @@ def jsonl_to_docs(
 
 
 def detect_format(path: Path) -> str:
-    """'jsonl' for .jsonl/.json files, else 'conll'."""
-    return "jsonl" if Path(path).suffix.lower() in (".jsonl", ".json") else "conll"
+    """'jsonl' for .jsonl/.json(.gz) files, else 'conll'."""
+    suffixes = [s.lower() for s in Path(path).suffixes if s.lower() != ".gz"]
+    return "jsonl" if suffixes and suffixes[-1] in (".jsonl", ".json") else "conll"
 
 
 def convert(

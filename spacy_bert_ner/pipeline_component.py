@@ -230,6 +230,7 @@ class BertNER(TrainablePipe):
         if not any(len(doc) for doc in docs):
             n_tags = len(self.tags)
             return [self.model.ops.alloc2f(len(doc), n_tags) for doc in docs]
+        _check_upstream(self.name, self.model, docs)
         return self.model.predict(docs)
 
     def set_annotations(self, docs: Iterable[Doc], scores: List[Floats2d]) -> None:
@@ -360,3 +361,24 @@ def _blank_tokens(doc: Doc) -> numpy.ndarray:
     if align is not None and len(align.lengths) == len(doc):
         blank |= to_numpy(align.lengths) == 0
     return blank
+
+
+def _check_upstream(name: str, model: Model, docs: List[Doc]) -> None:
+    """Raise if the model listens to a transformer whose output the docs lack: the listener would
+    silently predict from zero vectors."""
+    listeners = [node for node in model.walk() if node.name == "transformer-listener"]
+    if not listeners or not Doc.has_extension("trf_data"):
+        return
+    if all(doc._.trf_data is not None for doc in docs if len(doc)):
+        return
+    upstream = getattr(listeners[0], "upstream_name", "*")
+    raise ValueError(
+        f"[bert_ner] '{name}' listens to a transformer component (upstream: {upstream!r}), but "
+        "the docs have no transformer output (doc._.trf_data is None), so it would predict from "
+        "zero vectors. Run the transformer before it: don't disable or exclude it (e.g. "
+        f"`nlp.select_pipes(enable=['transformer', '{name}'])`). To use the component without a "
+        "transformer component, give it its own copy of the transformer before sourcing it: "
+        f'`trained_nlp.replace_listeners("transformer", "{name}", ["model.tok2vec"])`, then '
+        f'`nlp.add_pipe("{name}", source=trained_nlp)` (in a config: '
+        f'`replace_listeners = ["model.tok2vec"]` under [components.{name}]).'
+    )

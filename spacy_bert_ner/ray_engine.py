@@ -15,13 +15,17 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Unio
 import numpy
 
 from .annotate import (
+    AnnotateError,
     AnnotateStats,
     RecordError,
     ResumableWriter,
     annotated_line,
+    check_paths,
+    check_settings,
     input_format,
     open_input,
     parse_line,
+    pipeline_spans_key,
 )
 from .inference import load
 
@@ -82,21 +86,44 @@ class RayAnnotator:
         if use_gpu:
             spacy.require_gpu(0)
         self.nlp = load(model, quantized=quantized)
+        self.spans_key = pipeline_spans_key(self.nlp)
         self.path, self.file_format, self.batch_size = Path(path), file_format, batch_size
 
     def __call__(self, batch: Dict[str, numpy.ndarray]) -> Dict[str, List[Any]]:
         out: Dict[int, Dict[str, Any]] = {}
-        texts = []
+        records = []
+        max_length = self.nlp.max_length
         for line, raw in zip(batch["line"].tolist(), batch["raw"]):
             try:
                 record = parse_line(self.path, line, bytes(raw), self.file_format)
             except RecordError as err:
                 out[line] = {"output": "", "error": err.reason}
                 continue
-            if record is not None:
-                texts.append((record.text, record))
-        for doc, record in self.nlp.pipe(texts, as_tuples=True, batch_size=self.batch_size):
-            out[record.line] = {"output": annotated_line(doc, record).rstrip("\n"), "error": ""}
+            if record is not None and len(record.text) > max_length:
+                reason = (
+                    f"the text has {len(record.text):,} characters, over the pipeline's "
+                    f"nlp.max_length ({max_length:,}, spaCy's E088); split it into smaller records."
+                )
+                out[line] = {"output": "", "error": reason}
+            elif record is not None:
+                records.append(record)
+        try:
+            texts = [(record.text, record) for record in records]
+            docs = list(self.nlp.pipe(texts, as_tuples=True, batch_size=self.batch_size))
+        except Exception:  # the pipeline failed on some record: retry them one by one
+            docs = []
+            for record in records:
+                try:
+                    docs.append((self.nlp(record.text), record))
+                except Exception as err:
+                    reason = (str(err).strip().splitlines() or [""])[0]
+                    message = (
+                        f"the pipeline failed on this record ({type(err).__name__}: {reason})."
+                    )
+                    out[record.line] = {"output": "", "error": message}
+        for doc, record in docs:
+            line_out = annotated_line(doc, record, self.spans_key).rstrip("\n")
+            out[record.line] = {"output": line_out, "error": ""}
         lines = sorted(out)
         return {
             "line": lines,
@@ -147,10 +174,14 @@ class ParquetWriter:
 
     after_line = 0  # Parquet output always starts from the beginning
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, overwrite: bool = False) -> None:
         import pyarrow
         import pyarrow.parquet
 
+        if Path(path).exists() and not overwrite:
+            raise AnnotateError(
+                f"{path} already exists: pass --overwrite to replace it, or choose another path."
+            )
         self.pyarrow = pyarrow
         entity = pyarrow.struct(
             [
@@ -205,6 +236,7 @@ def annotate_on_ray(
     gpus_per_actor: float = 0.0,
     on_error: str = "stop",
     resume: bool = False,
+    overwrite: bool = False,
     quantized: bool = False,
     address: Optional[str] = None,
     progress: Optional[Callable[[int], None]] = None,
@@ -219,15 +251,22 @@ def annotate_on_ray(
     """
     import ray
 
+    check_settings(batch_size, 1, on_error)
+    check_paths(input_path, output_path)
     if output_format not in OUTPUT_FORMATS:
-        raise ValueError(f"Unknown output format {output_format!r}: use jsonl or parquet.")
+        raise AnnotateError(f"Unknown output format {output_format!r}: use jsonl or parquet.")
     if output_format == "parquet" and resume:
-        raise ValueError("--resume needs JSONL output: Parquet files cannot be appended to.")
+        raise AnnotateError("--resume needs JSONL output: Parquet files cannot be appended to.")
+    if num_actors < 1 or cpus_per_actor <= 0 or gpus_per_actor < 0:
+        raise AnnotateError(
+            "--num-actors must be 1 or more, --cpus-per-actor above 0 and --gpus-per-actor 0 or "
+            f"more (got {num_actors}, {cpus_per_actor:g}, {gpus_per_actor:g})."
+        )
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
     cluster_cpus = ray.cluster_resources().get("CPU", 0)
     if num_actors * cpus_per_actor + 1 > cluster_cpus:
-        raise ValueError(
+        raise AnnotateError(
             f"{num_actors} actors x {cpus_per_actor} CPUs plus 1 CPU for reading the input need "
             f"more than the cluster's {cluster_cpus:g} CPUs, so Ray could never start the run. "
             "Lower --num-actors or --cpus-per-actor (a fraction is fine)."
@@ -235,7 +274,9 @@ def annotate_on_ray(
     stats = AnnotateStats()
     parquet = output_format == "parquet"
     writer: Union[ParquetWriter, ResumableWriter] = (
-        ParquetWriter(output_path) if parquet else ResumableWriter(output_path, resume)
+        ParquetWriter(output_path, overwrite)
+        if parquet
+        else ResumableWriter(output_path, resume, input_path=input_path, overwrite=overwrite)
     )
     after_line = stats.resumed_after_line = writer.after_line
     rows = _ray_results(

@@ -41,3 +41,48 @@ def test_quantize_after_replace_listeners(pipeline_path: Path) -> None:
     )
     doc = nlp("john smith works for acme corp in paris .")
     assert [(e.text, e.label_) for e in doc.ents][0] == ("john smith", "PER")
+
+
+def spans_with_scores(doc):
+    group = doc.spans["bert_ner"]
+    return [(s.start, s.end, s.label_, float(p)) for s, p in zip(group, group.attrs["scores"])]
+
+
+def test_pipeline_pickles(pipeline_path: Path) -> None:
+    """`nlp.pipe(n_process=...)` under spawn (macOS, Windows) pickles the pipeline."""
+    import pickle
+
+    nlp = spacy.load(pipeline_path)
+    copy = pickle.loads(pickle.dumps(nlp))
+    sample = texts(10)
+    assert [ents(d) for d in copy.pipe(sample)] == [ents(d) for d in nlp.pipe(sample)]
+
+
+def test_two_threads_predict_like_one(pipeline_path: Path) -> None:
+    """thinc's PyTorchShim.predict sets the torch module back to train mode after each forward.
+    A second thread's prediction is started in the middle of the first one's forward (a hook on
+    the encoder's last layer): without the prediction lock it ran to completion there, and the
+    first forward's last layer ran with dropout."""
+    import threading
+
+    nlp = spacy.load(pipeline_path)
+    sample = texts(8)
+    expected = [spans_with_scores(d) for d in nlp.pipe(sample)]
+    assert any(expected)
+    other: list = []
+    second = threading.Thread(target=lambda: other.extend(nlp.pipe(sample)))
+
+    def start_second_prediction(module, args):
+        if not second.is_alive() and not other:
+            second.start()
+            second.join(timeout=2.0)  # with the lock it waits for this forward to end
+
+    layer = nlp.get_pipe("transformer").model.transformer.encoder.layer[-1]
+    handle = layer.register_forward_pre_hook(start_second_prediction)
+    try:
+        first = [spans_with_scores(d) for d in nlp.pipe(sample)]
+        second.join(timeout=60)
+    finally:
+        handle.remove()
+    assert first == expected
+    assert [spans_with_scores(d) for d in other] == expected

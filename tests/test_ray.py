@@ -142,3 +142,26 @@ def test_too_few_cpus_is_a_clear_error(pipeline_path, source, tmp_path):
 
     with pytest.raises(ValueError, match="Lower --num-actors or --cpus-per-actor"):
         annotate_on_ray(str(pipeline_path), source, tmp_path / "o.jsonl", num_actors=2)
+
+
+def test_records_the_pipeline_cannot_take_are_skipped(pipeline_path, tmp_path):
+    """Lone surrogates and texts over nlp.max_length cost only their record, not their batch;
+    an existing output needs --overwrite."""
+    from spacy_bert_ner.annotate import AnnotateError
+    from spacy_bert_ner.ray_engine import annotate_on_ray
+
+    source = tmp_path / "in.jsonl"
+    lines = [json.dumps({"id": i, "text": f"john smith visited paris {i} ."}) for i in range(6)]
+    lines[1] = '{"id": 1, "text": "Obama \\ud800 in Berlin."}'
+    lines[4] = json.dumps({"id": 4, "text": "x " * 600_000})
+    source.write_text("\n".join(lines) + "\n", encoding="utf8")
+    output = tmp_path / "out.jsonl"
+    output.write_text("precious\n")
+    with pytest.raises(AnnotateError, match="already exists"):
+        annotate_on_ray(str(pipeline_path), source, output, on_error="skip", **RAY)
+    assert output.read_text() == "precious\n"
+    stats = annotate_on_ray(
+        str(pipeline_path), source, output, on_error="skip", overwrite=True, batch_size=2, **RAY
+    )
+    assert [(e.line, e.reason.split(" ")[1]) for e in stats.skipped] == [(2, "lone"), (5, "text")]
+    assert [r["id"] for r in read_jsonl(output)] == [0, 2, 3, 5]

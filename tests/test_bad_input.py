@@ -1,0 +1,278 @@
+"""`convert`, `package-meta` and `analyze` under bad input and ordinary mistakes: one-line messages
+naming the problem, never a traceback; and a hypothesis fuzz test of `convert` and `annotate`."""
+
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Any, List
+
+import pytest
+import spacy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from spacy.tokens import DocBin
+from typer.testing import CliRunner
+
+from spacy_bert_ner.cli import app
+from spacy_bert_ner.convert import ConversionError, convert
+
+CONLL = "-DOCSTART- -X- -X- O\n\nJohn NNP B-NP B-PER\nvisited VBD B-VP O\nEU NNP B-NP B-ORG\n"
+
+
+def invoke(*args: Any) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def words_and_ents(path: Path) -> List[Any]:
+    nlp = spacy.blank("en")
+    docbin, _ = convert(path, nlp)
+    return [
+        ([t.text for t in d], [(e.text, e.label_) for e in d.ents])
+        for d in docbin.get_docs(nlp.vocab)
+    ]
+
+
+def test_conll_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.conll"
+    path.write_bytes(b"\xef\xbb\xbf" + CONLL.encode("utf8"))
+    assert words_and_ents(path) == [(["John", "visited", "EU"], [("John", "PER"), ("EU", "ORG")])]
+    path.write_bytes(b"\xef\xbb\xbf" + CONLL.split("\n\n")[1].encode("utf8"))  # before a word
+    assert words_and_ents(path)[0][0][0] == "John"
+
+
+def test_gzipped_input_is_read(tmp_path):
+    path = tmp_path / "train.conll.gz"
+    path.write_bytes(gzip.compress(CONLL.encode("utf8")))
+    assert words_and_ents(path) == [(["John", "visited", "EU"], [("John", "PER"), ("EU", "ORG")])]
+    jsonl = tmp_path / "train.jsonl.gz"
+    record = {"text": "John visited EU", "spans": [{"start": 0, "end": 4, "label": "PER"}]}
+    jsonl.write_bytes(gzip.compress(json.dumps(record).encode("utf8")))
+    assert words_and_ents(jsonl) == [(["John", "visited", "EU"], [("John", "PER")])]
+    truncated = tmp_path / "cut.conll.gz"
+    truncated.write_bytes(path.read_bytes()[:-12])
+    with pytest.raises(ConversionError, match="cut.conll.gz: the gzip file is truncated"):
+        words_and_ents(truncated)
+
+
+@pytest.mark.parametrize(
+    "text,pattern",
+    [
+        (
+            "-DOCSTART- -X- -X- O\n\n-DOCSTART- -X- -X- O\n",
+            "no tokens: the file has only -DOCSTART-",
+        ),
+        ("John\tB-PER\n\tO\n", r"x.conll:2: empty word in the first column"),
+    ],
+)
+def test_conll_without_tokens_or_words(tmp_path, text, pattern):
+    path = tmp_path / "x.conll"
+    path.write_text(text, encoding="utf8")
+    with pytest.raises(ConversionError, match=pattern):
+        words_and_ents(path)
+    result = invoke("convert", path, tmp_path / "x.spacy")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "x.spacy").exists()
+
+
+@pytest.mark.parametrize(
+    "span,pattern",
+    [
+        (
+            {"start": 4, "end": 5, "label": "X"},
+            r"x.jsonl:1: span \[4, 5\] \(X\) covers only whitespace",
+        ),
+        (
+            {"start": 0.0, "end": 4, "label": "X"},
+            r"x.jsonl:1: span \[0.0, 4\]: start and end must be whole",
+        ),
+        ({"start": True, "end": 4, "label": "X"}, "must be whole numbers"),
+    ],
+)
+def test_jsonl_span_offsets(tmp_path, span, pattern):
+    path = tmp_path / "x.jsonl"
+    path.write_text(json.dumps({"text": "John visited EU", "spans": [span]}), encoding="utf8")
+    with pytest.raises(ConversionError, match=pattern):
+        words_and_ents(path)
+
+
+def test_unwritable_output_is_one_line(tmp_path):
+    source = tmp_path / "x.conll"
+    source.write_text(CONLL, encoding="utf8")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = invoke("convert", source, blocker / "x.spacy")
+    assert result.exit_code == 1 and "cannot write the output" in result.output
+    assert not isinstance(result.exception, OSError)
+
+
+def test_package_meta_bad_meta(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text('{"ents_f": 0.9}')
+    args = ["package-meta", model, metrics, tmp_path / "out.json", "--name", "n", "--version", "1"]
+    result = invoke(*args)
+    assert result.exit_code == 1 and "meta.json: missing" in result.output
+    (model / "meta.json").write_text("{broken")
+    result = invoke(*args)
+    assert result.exit_code == 1 and "meta.json: not valid JSON" in result.output
+    (model / "meta.json").write_text("[1, 2]")
+    result = invoke(*args)
+    assert result.exit_code == 1 and "as a JSON object, not list" in result.output
+    (model / "meta.json").write_text('{"lang": "en", "performance": null}')
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out.json").read_text())["performance"] == {"ents_f": 0.9}
+
+
+def test_analyze_has_the_flags_its_messages_suggest(pipeline_path, tmp_path):
+    data = tmp_path / "stray.conll"
+    data.write_text("john B-PER\nsmith I-PER\nvisited O\nparis I-LOC\n", encoding="utf8")
+    result = invoke("analyze", pipeline_path, data, tmp_path / "out")
+    assert result.exit_code == 1 and "Pass --scheme iob2 --repair" in result.output
+    result = invoke(
+        "analyze", pipeline_path, data, tmp_path / "out", "--scheme", "iob2", "--repair"
+    )
+    assert result.exit_code == 0, result.output
+    result = invoke("analyze", "en_no_such_pipeline", data, tmp_path / "out")
+    assert result.exit_code == 1 and "Can't load the pipeline" in result.output
+
+
+# --- Fuzzing: random bytes, JSONL records and CoNLL lines --------------------------------------
+
+# A few dozen fixed examples in CI; FUZZ_EXAMPLES=500 searches longer, with fresh random examples.
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
+FUZZ = settings(
+    max_examples=FUZZ_EXAMPLES or 25,
+    deadline=None,
+    derandomize=not FUZZ_EXAMPLES,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+NUMBER = st.one_of(st.integers(-3, 40), st.floats(-1, 40), st.booleans(), st.none(), TEXT)
+SPAN = st.fixed_dictionaries(
+    {"start": NUMBER, "end": NUMBER, "label": st.one_of(st.sampled_from(["PER", "LOC"]), TEXT)}
+)
+JSONL_RECORD = st.one_of(
+    st.fixed_dictionaries({"text": TEXT, "spans": st.lists(SPAN, max_size=3)}),
+    st.fixed_dictionaries(
+        {"text": TEXT, "label": st.lists(st.tuples(NUMBER, NUMBER, TEXT), max_size=3)}
+    ),
+    st.dictionaries(TEXT, st.one_of(TEXT, NUMBER), max_size=3),
+)
+JSONL_LINE = st.one_of(
+    JSONL_RECORD.map(json.dumps),
+    st.just('{"text": "a \\ud800 b"}'),
+    st.just('{"text": "a b", "spans": [{"start": 0, "end": 1, "label": "\\udc80"}]}'),
+    TEXT,
+)
+CONLL_LINE = st.one_of(
+    st.just(""),
+    st.just("-DOCSTART- -X- -X- O"),
+    st.builds(
+        lambda word, tag, sep, n: sep.join([word] * (n - 1) + [tag]),
+        st.one_of(st.sampled_from(["John", "EU", "."]), TEXT),
+        st.one_of(st.sampled_from(["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "I-", "B-"]), TEXT),
+        st.sampled_from([" ", "\t", "  "]),
+        st.sampled_from([1, 2, 3, 4]),
+    ),
+)
+
+
+def assert_clean(result: Any) -> None:
+    """Exit 0, or 1 with our message; never an exception escaping the command."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert result.exit_code in (0, 1), result.output
+    assert "Traceback" not in result.output
+    if result.exit_code == 1:
+        assert result.output.strip(), "failed without saying why"
+
+
+@FUZZ
+@given(data=st.one_of(st.binary(max_size=200), st.binary(max_size=60).map(gzip.compress)))
+def test_fuzz_convert_random_bytes(tmp_path, data):
+    for name in ("x.conll", "x.jsonl"):
+        (tmp_path / name).write_bytes(data)
+        assert_clean(invoke("convert", tmp_path / name, tmp_path / "x.spacy"))
+
+
+@FUZZ
+@given(lines=st.lists(JSONL_LINE, max_size=6))
+def test_fuzz_convert_jsonl_records(tmp_path, lines):
+    path = tmp_path / "x.jsonl"
+    path.write_text("\n".join(lines), encoding="utf8")
+    result = invoke("convert", path, tmp_path / "x.spacy", "--repair")
+    assert_clean(result)
+
+
+@FUZZ
+@given(lines=st.lists(CONLL_LINE, max_size=12), repair=st.booleans())
+def test_fuzz_convert_conll_lines(tmp_path, lines, repair):
+    path = tmp_path / "x.conll"
+    path.write_text("\n".join(lines), encoding="utf8")
+    options = ["--repair", "--scheme", "iob2"] if repair else []
+    result = invoke("convert", path, tmp_path / "x.spacy", *options)
+    assert_clean(result)
+    if result.exit_code == 0:
+        assert len(DocBin().from_disk(tmp_path / "x.spacy")) >= 1
+
+
+def good_record(number: int, raw: bytes) -> Any:
+    """The oracle: what annotate must output for a JSONL line (None: nothing, False: skipped)."""
+    try:
+        text = raw.decode("utf8")
+    except UnicodeDecodeError:
+        return False
+    if number == 1:
+        text = text.lstrip("\ufeff")
+    if not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+        json.dumps(data, ensure_ascii=False).encode("utf8")
+    except (ValueError, UnicodeEncodeError):
+        return False
+    return data if isinstance(data, dict) and isinstance(data.get("text"), str) else False
+
+
+ANNOTATE_LINE = st.one_of(
+    st.builds(lambda t, i: json.dumps({"text": t, "id": i}), TEXT, st.integers()).map(str.encode),
+    JSONL_LINE.map(lambda s: s.encode("utf8", "surrogatepass")),
+    st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")),
+)
+
+
+@pytest.fixture(scope="module")
+def cached_load(pipeline_path: Path) -> Any:
+    nlp = spacy.load(pipeline_path)
+    return lambda name, quantized=False: nlp
+
+
+@FUZZ
+@given(lines=st.lists(ANNOTATE_LINE, max_size=8), batch_size=st.sampled_from([1, 3, 64]))
+def test_fuzz_annotate_skip_keeps_every_good_line_once(
+    tmp_path, monkeypatch, cached_load, lines, batch_size
+):
+    monkeypatch.setattr("spacy_bert_ner.cli.load", cached_load)
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    output = tmp_path / "out.jsonl"
+    args = ["annotate", "x", source, output, "--on-error", "skip", "--overwrite"]
+    result = invoke(*args, "--batch-size", batch_size)
+    assert_clean(result)
+    if source.read_bytes()[:2] == b"\x1f\x8b":  # read as (broken) gzip
+        return
+    assert result.exit_code == 0, result.output
+    expected = [good_record(n, raw) for n, raw in enumerate(lines, start=1)]
+    # Split at "\n" only: str.splitlines would also split at U+0085 or U+2028 inside a text.
+    written = [json.loads(line) for line in output.read_text(encoding="utf8").split("\n")[:-1]]
+    assert [{k: v for k, v in r.items() if k != "entities"} for r in written] == [
+        r for r in expected if r
+    ]
+    skipped = sum(r is False for r in expected)
+    assert f"skipped {skipped} bad records" in " ".join(result.output.split())
+    # Plain text: every line but the undecodable ones is a record.
+    result = invoke(*args, "--format", "text")
+    assert_clean(result)
+    assert result.exit_code == 0, result.output
