@@ -14,7 +14,6 @@ Variants of ours (for the ablations) take `--name`, `--config`, `--n-sents` and 
 
 import json
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,9 @@ from spacy_bert_ner.encoders import EMBEDDED_ENCODER, resolve_encoder
 from spacy_bert_ner.evaluation import EntitySpan, compare, doc_spans, predict, score_spans
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from md_tables import replace_block  # noqa: E402  (benchmarks/md_tables.py)
+
 SYSTEMS = {
     "bert_ner": ROOT / "configs" / "bert_ner.cfg",
     "spacy_ner": ROOT / "benchmarks" / "configs" / "spacy_ner.cfg",
@@ -375,13 +377,7 @@ def table(
     text = markdown_table(load_results(results_dir))
     typer.echo(text)
     if write:
-        page = write.read_text(encoding="utf8")
-        pattern = re.compile(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), re.S)
-        if not pattern.search(page):
-            raise typer.BadParameter(f"{write} has no {TABLE_START} ... {TABLE_END} block")
-        write.write_text(
-            pattern.sub(lambda _: f"{TABLE_START}\n{text}{TABLE_END}", page), encoding="utf8"
-        )
+        replace_block(write, TABLE_START, TABLE_END, text)
 
 
 if __name__ == "__main__":

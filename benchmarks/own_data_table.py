@@ -5,12 +5,12 @@ benchmarks/results/own_data/, written between the own-data markers of BENCHMARKS
     python benchmarks/own_data_table.py --write BENCHMARKS.md
 """
 
-import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import srsly
 import typer
+from md_tables import replace_block  # benchmarks/md_tables.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "own_data"
@@ -48,11 +48,7 @@ def main(write: Optional[Path] = typer.Option(None, help="Markdown file to updat
     text = table()
     typer.echo(text)
     if write:
-        page = write.read_text(encoding="utf8")
-        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-        if not pattern.search(page):
-            raise typer.BadParameter(f"{write} has no {START} ... {END} block")
-        write.write_text(pattern.sub(lambda _: f"{START}\n{text}{END}", page), encoding="utf8")
+        replace_block(write, START, END, text)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ def scores(path: Path) -> Dict[str, Any]:
 
 def run_length(config_path: Path) -> Dict[str, int]:
     """Epochs, batches per epoch and updates of the run, as the schedule counted them."""
-    config = load_config(config_path, overrides={"paths.train": "corpus/train.spacy"})
+    config = load_config(
+        config_path, overrides={"paths.train": "corpus/train.spacy"}, interpolate=True
+    )
     resolved = registry.resolve(
         {
             "epochs": config["training"]["max_epochs"],
@@ -52,7 +54,9 @@ def main(timings_path: str, output_path: str) -> None:
     config_path = Path("training/model-best/config.cfg")
     config = load_config(config_path, interpolate=False)
     summary: Dict[str, Any] = {
-        "command": " ".join(sys.argv[3:]),
+        "command": " ".join(
+            ["bash benchmarks/run_own_data.sh", Path(output_path).stem, *sys.argv[3:]]
+        ),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"),
         "encoder": config["components"]["transformer"]["model"]["name"],

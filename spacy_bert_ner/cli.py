@@ -112,6 +112,10 @@ def package_meta_cli(
     """Write the pipeline's meta.json with the test scores as its `performance`, and a model card
     (description, sources, notes) that `spacy package` turns into the package's README."""
     read_json_object(model_path / "meta.json", "the pipeline's meta.json")
+    if not (model_path / "config.cfg").is_file():
+        fail(
+            FileNotFoundError(f"{model_path / 'config.cfg'}: missing; expected a trained pipeline.")
+        )
     try:
         log = read_log(train_log) if train_log else {}
     except ValueError as err:

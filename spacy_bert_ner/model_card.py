@@ -82,7 +82,8 @@ def model_card_meta(
     lowercases = encoder_lowercases(encoder)
 
     meta.update(name=name, version=version)
-    meta["performance"] = {**meta.get("performance", {}), **test_scores}
+    performance = meta.get("performance")
+    meta["performance"] = {**(performance if isinstance(performance, dict) else {}), **test_scores}
     is_hub_name = not Path(encoder).exists() and encoder.count("/") <= 1
     encoder_source: Dict[str, str] = {"name": f"encoder: {encoder}"}
     if is_hub_name:

@@ -4,6 +4,7 @@ naming the problem, never a traceback; and a hypothesis fuzz test of `convert` a
 import gzip
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, List
 
@@ -106,7 +107,7 @@ def test_unwritable_output_is_one_line(tmp_path):
     assert not isinstance(result.exception, OSError)
 
 
-def test_package_meta_bad_meta(tmp_path):
+def test_package_meta_bad_meta(tmp_path, pipeline_path):
     model = tmp_path / "model"
     model.mkdir()
     metrics = tmp_path / "metrics.json"
@@ -121,6 +122,12 @@ def test_package_meta_bad_meta(tmp_path):
     result = invoke(*args)
     assert result.exit_code == 1 and "as a JSON object, not list" in result.output
     (model / "meta.json").write_text('{"lang": "en", "performance": null}')
+    result = invoke(*args)
+    assert (
+        result.exit_code == 1
+        and "config.cfg: missing; expected a trained pipeline" in result.output
+    )
+    shutil.copy(pipeline_path / "config.cfg", model / "config.cfg")
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "out.json").read_text())["performance"] == {"ents_f": 0.9}
