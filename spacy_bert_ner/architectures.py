@@ -38,6 +38,10 @@ def build_token_classifier(
 ) -> Model[List[Doc], List[Floats2d]]:
     """Per-token tag probabilities: tok2vec -> dropout -> optional ReLU layer -> softmax.
 
+    Legacy: use `TokenClassifier.v2`. This version's zero-initialised output layer starves the
+    encoder of gradient at the start of fine-tuning, and it has no slot for extra token features.
+    It stays registered, unchanged, so that configs and trained pipelines that name it still load.
+
     tok2vec (Model[List[Doc], List[Floats2d]]): One vector per spaCy token, usually a
         `spacy-transformers.TransformerListener.v1` (word pieces pooled per token); any spaCy
         tok2vec works.

@@ -65,7 +65,11 @@ def test_all_systems_on_the_same_gold(harness: ModuleType, tiny_bert: str, tmp_p
     peer = scores["conll2003__spacy_ner"]
     assert peer["settings"]["training.optimizer.learn_rate.total_steps"] == peer["total_steps"]
     assert ours["dev_curve"] and ours["dev_curve"][0][0] == 0
-    assert ours["errors_dev"]["missed"] >= 0
+    # Every wrong prediction is one type/boundary/spurious error; missed ones are wrong gold.
+    errors, dev = ours["errors_dev"], ours["dev"]
+    wrong_pred = errors["type"] + errors["boundary"] + errors["boundary+type"] + errors["spurious"]
+    assert wrong_pred == dev["n_pred"] - dev["tp"]
+    assert errors["missed"] <= dev["n_gold"] - dev["tp"]
 
     # A model trained elsewhere is scored the same way.
     model = tmp_path / "work" / "conll2003__bert_ner" / "training" / "model-last"
