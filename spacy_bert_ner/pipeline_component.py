@@ -201,8 +201,9 @@ class BertNER(TrainablePipe):
             every label found on the reference docs' entities is used, sorted.
         """
         validate_get_examples(get_examples, "BertNER.initialize")
+        found = Counter(ent.label_ for eg in get_examples() for ent in eg.reference.ents)
         if labels is None:
-            labels = sorted({ent.label_ for eg in get_examples() for ent in eg.reference.ents})
+            labels = sorted(found)
         for label in labels:
             self.add_label(label)
         if not self.labels:
@@ -212,12 +213,7 @@ class BertNER(TrainablePipe):
                 "corpus has entity annotations (`python -m spacy debug data CONFIG`), or list the "
                 "labels under [initialize.components.bert_ner.labels]."
             )
-        unknown = Counter(
-            ent.label_
-            for eg in get_examples()
-            for ent in eg.reference.ents
-            if ent.label_ not in self.labels
-        )
+        unknown = Counter({label: n for label, n in found.items() if label not in self.labels})
         if unknown:
             self._warn_unknown_labels(unknown, "in the training data")
         doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]

@@ -439,7 +439,8 @@ def test_labels_given_to_pipe_initialize(tiny_bert):
     nlp.get_pipe("transformer").initialize(lambda: examples, nlp=nlp)
     ner = nlp.get_pipe("bert_ner")
     assert isinstance(ner, BertNER)
-    ner.initialize(lambda: examples, nlp=nlp, labels=["ORG", "PER"])
+    with pytest.warns(UserWarning, match=r"other labels: LOC \(\d+\)"):
+        ner.initialize(lambda: examples, nlp=nlp, labels=["ORG", "PER"])
     assert ner.labels == ("ORG", "PER")
     assert ner.label_data == ("ORG", "PER")
     assert ner.tags == [
