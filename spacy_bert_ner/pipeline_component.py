@@ -333,13 +333,17 @@ class BertNER(TrainablePipe):
         for eg in examples:
             aligned_ents, biluo = eg.get_aligned_ents_and_ner()
             misaligned = misaligned or len(aligned_ents) < len(eg.reference.ents)
-            unknown.update(e.label_ for e in eg.reference.ents if e.label_ not in self.labels)
             for tag in biluo:
                 if tag is None or tag == "-":
                     ids.append(-1)
-                else:
-                    # Entities of labels the component does not predict count as outside.
-                    ids.append(tag_ids.get(biluo_to_scheme(tag, scheme), outside))
+                    continue
+                tag_id = tag_ids.get(biluo_to_scheme(tag, scheme))
+                if tag_id is None:
+                    # An entity of a label the component does not predict counts as outside.
+                    if tag[0] in "BU":  # counted once, at its first token
+                        unknown[tag[2:]] += 1
+                    tag_id = outside
+                ids.append(tag_id)
         if misaligned:
             warnings.warn(MISALIGNED_WARNING, UserWarning, stacklevel=3)
         if unknown:
