@@ -20,6 +20,8 @@ from typing import Any, BinaryIO, Callable, Deque, Dict, Iterator, List, Optiona
 from spacy.language import Language
 from spacy.tokens import Doc
 
+from .pipeline_component import BertNER
+
 INPUT_FORMATS = ("auto", "text", "jsonl")
 ON_ERROR = ("stop", "skip")
 
@@ -154,15 +156,28 @@ class RecordReader:
 
     def _parse(self, number: int, raw: bytes) -> Optional[Record]:
         record = parse_line(self.path, number, raw, self.file_format)
-        if record is not None and self.max_length and len(record.text) > self.max_length:
-            raise RecordError(
-                self.path,
-                number,
-                f"the text has {len(record.text):,} characters, over the pipeline's "
-                f"nlp.max_length ({self.max_length:,}, spaCy's E088); split it into smaller "
-                "records, or raise nlp.max_length if the memory allows.",
-            )
+        if record is not None and self.max_length:
+            check_length(self.path, record, self.max_length)
         return record
+
+
+def check_length(path: Path, record: Record, max_length: int) -> None:
+    """RecordError for a text the pipeline would refuse (spaCy's E088), before it is piped."""
+    if len(record.text) > max_length:
+        raise RecordError(
+            path,
+            record.line,
+            f"the text has {len(record.text):,} characters, over the pipeline's nlp.max_length "
+            f"({max_length:,}, spaCy's E088); split it into smaller records, or raise "
+            "nlp.max_length if the memory allows.",
+        )
+
+
+def pipeline_failure(path: Path, record: Record, err: Exception) -> RecordError:
+    """The RecordError for a record the pipeline raised on, naming the exception."""
+    reason = (str(err).strip().splitlines() or [""])[0]
+    message = f"the pipeline failed on this record ({type(err).__name__}: {reason})."
+    return RecordError(path, record.line, message)
 
 
 def doc_entities(doc: Doc, spans_key: str = "bert_ner") -> List[Dict[str, Any]]:
@@ -330,13 +345,10 @@ class ResumableWriter:
         self.file.close()
 
 
-def pipeline_spans_key(nlp: Language) -> str:
-    """The `spans_key` of the pipeline's bert_ner component (where its entity scores are)."""
-    for _, pipe in nlp.pipeline:
-        key = getattr(pipe, "spans_key", None)
-        if isinstance(key, str) and pipe.__class__.__name__ == "BertNER":
-            return key
-    return "bert_ner"
+def pipeline_spans_key(nlp: Language) -> Optional[str]:
+    """The `spans_key` of the pipeline's bert_ner component (where its entity scores are), or
+    None for a pipeline without one."""
+    return next((pipe.spans_key for _, pipe in nlp.pipeline if isinstance(pipe, BertNER)), None)
 
 
 @contextlib.contextmanager
@@ -418,7 +430,7 @@ def annotate(
     """
     check_settings(batch_size, n_process, on_error)
     check_paths(input_path, output_path)
-    spans_key = spans_key or pipeline_spans_key(nlp)
+    spans_key = spans_key or pipeline_spans_key(nlp) or "bert_ner"
     stats = AnnotateStats()
 
     def handle(err: RecordError) -> None:
@@ -516,8 +528,6 @@ def _pipe_records(
             try:
                 doc = nlp(record.text)
             except Exception as err:
-                reason = (str(err).strip().splitlines() or [""])[0]
-                message = f"the pipeline failed on this record ({type(err).__name__}: {reason})."
-                handle(RecordError(path, record.line, message))
+                handle(pipeline_failure(path, record, err))
                 continue
             emit(doc, record)

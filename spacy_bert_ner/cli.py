@@ -19,13 +19,13 @@ from .annotate import (
     annotate,
     check_paths,
     check_settings,
+    pipeline_spans_key,
 )
 from .convert import ConversionStats, convert
 from .evaluation import analysis_json, compare, entity_scores, errors_html, predict
 from .inference import load
 from .loggers import read_log
 from .model_card import describe_device, model_card_meta
-from .pipeline_component import BertNER
 from .report import build_report
 
 ENGINES = ("local", "ray")
@@ -374,8 +374,8 @@ def analyze_cli(
     msg.info(f"Predicting {len(gold_docs)} docs from {data_path}")
     pred_docs = predict(nlp, gold_docs, batch_size=batch_size)
     report = compare(gold_docs, pred_docs)
-    spans_keys = [pipe.spans_key for _, pipe in nlp.pipeline if isinstance(pipe, BertNER)]
-    scores = entity_scores(gold_docs, pred_docs, spans_keys[0]) if spans_keys else None
+    spans_key = pipeline_spans_key(nlp)
+    scores = entity_scores(gold_docs, pred_docs, spans_key) if spans_key else None
     analysis = analysis_json(report, gold_docs, max_examples, scores=scores)
     output_dir.mkdir(parents=True, exist_ok=True)
     srsly.write_json(output_dir / "errors.json", analysis)

@@ -20,11 +20,13 @@ from .annotate import (
     RecordError,
     ResumableWriter,
     annotated_line,
+    check_length,
     check_paths,
     check_settings,
     input_format,
     open_input,
     parse_line,
+    pipeline_failure,
     pipeline_spans_key,
 )
 from .inference import load
@@ -86,7 +88,7 @@ class RayAnnotator:
         if use_gpu:
             spacy.require_gpu(0)
         self.nlp = load(model, quantized=quantized)
-        self.spans_key = pipeline_spans_key(self.nlp)
+        self.spans_key = pipeline_spans_key(self.nlp) or "bert_ner"
         self.path, self.file_format, self.batch_size = Path(path), file_format, batch_size
 
     def __call__(self, batch: Dict[str, numpy.ndarray]) -> Dict[str, List[Any]]:
@@ -96,16 +98,12 @@ class RayAnnotator:
         for line, raw in zip(batch["line"].tolist(), batch["raw"]):
             try:
                 record = parse_line(self.path, line, bytes(raw), self.file_format)
+                if record is not None:
+                    check_length(self.path, record, max_length)
             except RecordError as err:
                 out[line] = {"output": "", "error": err.reason}
                 continue
-            if record is not None and len(record.text) > max_length:
-                reason = (
-                    f"the text has {len(record.text):,} characters, over the pipeline's "
-                    f"nlp.max_length ({max_length:,}, spaCy's E088); split it into smaller records."
-                )
-                out[line] = {"output": "", "error": reason}
-            elif record is not None:
+            if record is not None:
                 records.append(record)
         try:
             texts = [(record.text, record) for record in records]
@@ -116,11 +114,10 @@ class RayAnnotator:
                 try:
                     docs.append((self.nlp(record.text), record))
                 except Exception as err:
-                    reason = (str(err).strip().splitlines() or [""])[0]
-                    message = (
-                        f"the pipeline failed on this record ({type(err).__name__}: {reason})."
-                    )
-                    out[record.line] = {"output": "", "error": message}
+                    out[record.line] = {
+                        "output": "",
+                        "error": pipeline_failure(self.path, record, err).reason,
+                    }
         for doc, record in docs:
             line_out = annotated_line(doc, record, self.spans_key).rstrip("\n")
             out[record.line] = {"output": line_out, "error": ""}
