@@ -30,6 +30,8 @@ Batcher = Callable[[Iterable[Example]], Iterable[Any]]
 # Batches per epoch by corpus and batcher: `spacy train` resolves [training] twice (to initialize,
 # then to train), and both the epochs and the schedule need the count.
 _BATCHES_PER_EPOCH: Dict[Hashable, int] = {}
+# What `_announce` said already, for the same reason.
+_ANNOUNCED: set = set()
 # The shuffle used for counting. spaCy reshuffles each epoch, and batch_by_words' count depends a
 # little on the order (well under 1 % on CoNLL-2003), so any fixed shuffle is as good an estimate.
 COUNT_SEED = 0
@@ -170,9 +172,6 @@ def _run_length(n_batches: int, max_epochs: int, max_steps: int, total: int) -> 
     if max_epochs > 0 and total == max_epochs * n_batches:
         return f"{max_epochs} epochs x {n_batches} batches"
     return f"max_steps = {max_steps}"
-
-
-_ANNOUNCED: set = set()
 
 
 def _announce(text: str) -> None:
