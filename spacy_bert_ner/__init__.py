@@ -1,6 +1,6 @@
 """BERT token-classification NER as a trainable spaCy pipeline component (`bert_ner`)."""
 
-from . import architectures, loggers, optimizers, schedules, scorer  # noqa: F401  (registers them)
+from . import architectures, augmenters, loggers, optimizers, schedules, scorer  # noqa: F401 (registers them)
 from .inference import load, quantize
 from .pipeline_component import BertNER, make_bert_ner
 
