@@ -8,7 +8,7 @@ import numpy
 import torch
 from spacy.tokens import Doc
 from spacy.util import registry
-from spacy_transformers.layers import TransformerModel
+from spacy_transformers.layers import TransformerModel, trfs2arrays
 from spacy_transformers.layers.transformer_model import forward as transformer_forward
 from thinc.api import (
     Dropout,
@@ -21,9 +21,10 @@ from thinc.api import (
     with_array,
     zero_init,
 )
-from thinc.types import Floats2d, FloatsXd
+from thinc.types import Floats2d, FloatsXd, Ragged
 
 from .encoders import resolve_encoder
+from .listener import FastTransformerListener
 
 # Standard deviation of the output layer's initial weights in TokenClassifier.v2: BERT's
 # `initializer_range`, as Hugging Face's token-classification head uses.
@@ -80,6 +81,24 @@ def build_token_classifier_v2(
     model.set_ref("tok2vec", tok2vec)
     if features is not None:
         model.set_ref("features", features)
+    return model
+
+
+@registry.architectures("spacy_bert_ner.TransformerListener.v1")
+def build_transformer_listener(
+    pooling: Model[Ragged, Floats2d], grad_factor: float = 1.0, upstream: str = "*"
+) -> Model[List[Doc], List[Floats2d]]:
+    """`spacy-transformers.TransformerListener.v1`, with the same settings and weights, whose
+    check that it received the docs the transformer encoded (a batch id summed over every token)
+    runs in array operations instead of a Python loop (`FastTransformerListener`).
+
+    pooling (Model[Ragged, Floats2d]): Reduces each token's word-piece vectors to one vector.
+    grad_factor (float): Scales the gradient passed to the transformer (0 freezes it).
+    upstream (str): The transformer component to listen to; "*" for any.
+    """
+    listener = FastTransformerListener(upstream_name=upstream)
+    model: Model[List[Doc], List[Floats2d]] = chain(listener, trfs2arrays(pooling, grad_factor))
+    model.set_ref("listener", listener)
     return model
 
 

@@ -1,4 +1,4 @@
-"""Training-data augmentation: documents of mixed length, so that one sentence predicts as well as many.
+"""Training-data augmentation: documents of mixed length, so one sentence alone is tagged well too.
 
 Training on documents of N sentences teaches the model to lean on the sentences around a token; at
 prediction time users often call `nlp(sentence)`, and that context is gone. `context_mix.v1` keeps
@@ -32,7 +32,9 @@ def create_context_mix(whole_fraction: float = 0.25, max_sents: int = 10) -> Aug
     boundaries (one tweet, one JSONL record) and one-sentence documents pass through unchanged.
     Entities never cross a sentence boundary in the converted data, so no entity is cut."""
     if not 0.0 <= whole_fraction <= 1.0:
-        raise ValueError(f"[bert_ner] context_mix: whole_fraction must be in [0, 1], not {whole_fraction}")
+        raise ValueError(
+            f"[bert_ner] context_mix: whole_fraction must be in [0, 1], not {whole_fraction}"
+        )
     if max_sents < 1:
         raise ValueError(f"[bert_ner] context_mix: max_sents must be at least 1, not {max_sents}")
 

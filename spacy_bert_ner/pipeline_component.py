@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy
+from spacy.attrs import ENT_IOB, IS_SPACE, ORTH
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span, SpanGroup
@@ -31,6 +32,9 @@ from .decoding import (
 )
 from .scorer import score_ents
 
+# The value of Token.ent_iob for a token annotated as outside any entity (0 is missing, 1 I, 3 B).
+IOB_OUTSIDE = 2
+
 DEFAULT_MODEL_CONFIG = """
 [model]
 @architectures = "spacy_bert_ner.TokenClassifier.v2"
@@ -38,7 +42,7 @@ hidden_width = 0
 nO = null
 
 [model.tok2vec]
-@architectures = "spacy-transformers.TransformerListener.v1"
+@architectures = "spacy_bert_ner.TransformerListener.v1"
 grad_factor = 1.0
 upstream = "*"
 
@@ -326,29 +330,74 @@ class BertNER(TrainablePipe):
         """Gold tag index per predicted token across the batch; -1 marks missing annotation."""
         scheme = self.cfg["scheme"]
         tag_ids = {tag: i for i, tag in enumerate(self.tags)}
-        outside = tag_ids["O"]
-        ids: List[int] = []
+        ids: List[numpy.ndarray] = []
         misaligned = False
         unknown: Counter = Counter()
         for eg in examples:
-            aligned_ents, biluo = eg.get_aligned_ents_and_ner()
-            misaligned = misaligned or len(aligned_ents) < len(eg.reference.ents)
-            for tag in biluo:
-                if tag is None or tag == "-":
-                    ids.append(-1)
-                    continue
-                tag_id = tag_ids.get(biluo_to_scheme(tag, scheme))
-                if tag_id is None:
-                    # An entity of a label the component does not predict counts as outside.
-                    if tag[0] in "BU":  # counted once, at its first token
-                        unknown[tag[2:]] += 1
-                    tag_id = outside
-                ids.append(tag_id)
+            eg_ids, eg_misaligned = gold_tag_ids(eg, tag_ids, scheme, unknown)
+            ids.append(eg_ids)
+            misaligned = misaligned or eg_misaligned
         if misaligned:
             warnings.warn(MISALIGNED_WARNING, UserWarning, stacklevel=3)
         if unknown:
             self._warn_unknown_labels(unknown, "in this batch")
-        return self.model.ops.asarray1i(ids)
+        return self.model.ops.asarray1i(numpy.concatenate(ids) if ids else numpy.zeros(0, "int32"))
+
+
+def gold_tag_ids(
+    eg: Example, tag_ids: Dict[str, int], scheme: str, unknown: Counter
+) -> Tuple[numpy.ndarray, bool]:
+    """The gold tag id of each predicted token, and whether some gold entity could not be aligned.
+
+    The same tags as spaCy's `Example.get_aligned_ents_and_ner`, mapped to `tag_ids`: a token in
+    an aligned gold entity gets its BILUO tag (in `scheme`; labels missing from `tag_ids` are
+    counted in `unknown` and tagged 'O'), a token aligned only to tokens annotated outside, or a
+    whitespace token, 'O', any other token -1 (missing). Computed with array operations over the
+    alignment instead of spaCy's loops over every token, which took a tenth of a training step.
+    """
+    x, y = eg.predicted, eg.reference
+    ids = numpy.full(len(x), -1, dtype="int32")
+    if not y.has_annotation("ENT_IOB"):
+        return ids, False
+    gold_outside = y.to_array(ENT_IOB) == IOB_OUTSIDE
+    if _same_tokens(x, y):
+        # Converted data keeps its tokens: no alignment needed.
+        outside = gold_outside
+        ents = [(ent.start, ent.end, ent.label_) for ent in y.ents]
+        misaligned = False
+    else:
+        # A predicted token is outside if every reference token it overlaps is.
+        x2y = eg.alignment.x2y
+        # (spaCy's x2y can hold an extra, empty entry past the last token after whitespace.)
+        lengths = numpy.asarray(x2y.lengths)[: len(x)]
+        outside = numpy.zeros(len(x), dtype=bool)
+        aligned = lengths > 0
+        if aligned.any():
+            starts = (numpy.cumsum(lengths) - lengths)[aligned]
+            outside[aligned] = numpy.minimum.reduceat(gold_outside[numpy.asarray(x2y.data)], starts)
+        aligned_ents = eg.get_aligned_spans_y2x(y.ents, allow_overlap=False)
+        ents = [(ent.start, ent.end, ent.label_) for ent in aligned_ents]
+        misaligned = len(aligned_ents) < len(y.ents)
+    ids[outside | x.to_array(IS_SPACE).astype(bool)] = tag_ids["O"]
+    for start, end, label in ents:
+        begin, inside, last, unit = (
+            tag_ids.get(biluo_to_scheme(f"{prefix}-{label}", scheme)) for prefix in "BILU"
+        )
+        if begin is None or inside is None or last is None or unit is None:
+            # An entity of a label the component does not predict counts as outside.
+            unknown[label] += 1
+            ids[start:end] = tag_ids["O"]
+        elif end - start == 1:
+            ids[start] = unit
+        else:
+            ids[start] = begin
+            ids[start + 1 : end - 1] = inside
+            ids[end - 1] = last
+    return ids, misaligned
+
+
+def _same_tokens(x: Doc, y: Doc) -> bool:
+    return len(x) == len(y) and bool(numpy.array_equal(x.to_array(ORTH), y.to_array(ORTH)))
 
 
 def _blank_tokens(doc: Doc) -> numpy.ndarray:

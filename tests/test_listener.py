@@ -1,9 +1,13 @@
-"""A bert_ner listening to a transformer refuses to predict without the transformer's output."""
+"""The listener: bert_ner refuses to predict without the transformer's output, and its batch id."""
 
 from pathlib import Path
 
 import pytest
 import spacy
+from spacy.tokens import Doc
+from spacy_transformers.layers import TransformerListener
+
+from spacy_bert_ner.listener import FastTransformerListener
 
 TEXT = "john smith works for acme corp in paris ."
 
@@ -29,3 +33,19 @@ def test_sourced_listener_needs_replace_listeners(pipeline_path: Path) -> None:
     nlp = spacy.blank("en")
     nlp.add_pipe("bert_ner", source=trained)
     assert [(e.text, e.label_) for e in nlp(TEXT).ents] == expected
+
+
+def test_fast_listener_batch_id_equals_spacy_transformers():
+    """The vectorized batch id is the base class's exact sum of 64-bit ORTH hashes (which
+    overflows a uint64), so the check against the transformer's id keeps working."""
+    nlp = spacy.blank("en")
+    docs = [nlp("Peter Blackburn went to BRUSSELS on Tuesday ."), nlp(""), nlp("EU-wide ban")]
+    docs += [Doc(nlp.vocab, words=[f"w{i}" for i in range(300)])]
+    assert sum(t.orth for d in docs for t in d) > 2**64  # the overflow case is exercised
+    for batch in (docs, docs[:1], docs[1:2], []):
+        assert FastTransformerListener.get_batch_id(batch) == TransformerListener.get_batch_id(
+            batch
+        )
+    assert FastTransformerListener.get_batch_id(docs[:1]) != FastTransformerListener.get_batch_id(
+        docs[2:3]
+    )

@@ -85,7 +85,7 @@ def test_factory_found_through_entry_points_in_fresh_process(tmp_path):
         "imported_after": True,
         "pipe_names": ["bert_ner"],
         "class": "spacy_bert_ner.pipeline_component.BertNER",
-        "tok2vec": "spacy-transformers.TransformerListener.v1",
+        "tok2vec": "spacy_bert_ner.TransformerListener.v1",
         "scorer": "spacy_bert_ner.scorer",
         "arch": "spacy_bert_ner.architectures",
     }
