@@ -10,13 +10,13 @@ from typing import Any, Dict, List, Tuple
 import numpy
 import pytest
 import spacy
-from conftest import CONFIG_PATH, build_nlp, train
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.training import Example, offsets_to_biluo_tags
 from spacy.util import load_config
 from synthetic import make_examples
 from thinc.api import fix_random_seed
+from util import CONFIG_PATH, build_nlp, train
 
 from spacy_bert_ner.decoding import biluo_to_scheme
 from spacy_bert_ner.pipeline_component import DEFAULT_MODEL, BertNER

@@ -175,7 +175,7 @@ def test_empty_corpus_is_a_clear_error(tmp_path):
 def test_optimizer_built_outside_spacy_train_gets_a_constant_rate(tiny_bert):
     """nlp.initialize()/nlp.update() without an optimizer build it from the raw config, where the
     schedule's references to the training settings are not filled in."""
-    from conftest import build_nlp
+    from util import build_nlp
 
     nlp = build_nlp(tiny_bert)
     optimizer = nlp.create_optimizer()
