@@ -31,12 +31,20 @@ from .decoding import (
 )
 from .scorer import score_ents
 
+# The component's default model, its one definition: configs/bert_ner.cfg leaves these blocks empty
+# and `spacy train` (like `nlp.add_pipe("bert_ner")`) fills them from here. The figures behind each
+# choice are in BENCHMARKS.md.
 DEFAULT_MODEL_CONFIG = """
+# A softmax over tags per token (no hidden layer: the classic BERT recipe), over the concatenation
+# of the transformer's vectors and the casing features. The output layer starts from normal(0, 0.02)
+# weights; see TokenClassifier.v2.
 [model]
 @architectures = "spacy_bert_ner.TokenClassifier.v2"
 hidden_width = 0
 nO = null
 
+# The vectors of the `transformer` component earlier in the pipeline, fine-tuned through this
+# listener; a token's vector is the mean of its word pieces' (reduce_first.v1: the first piece's).
 [model.tok2vec]
 @architectures = "spacy-transformers.TransformerListener.v1"
 grad_factor = 1.0
@@ -45,6 +53,10 @@ upstream = "*"
 [model.tok2vec.pooling]
 @layers = "reduce_mean.v1"
 
+# Casing features: the default encoder is uncased, so hash embeddings of each token's shape
+# ("Xxxxx"), first character and last three characters give the classifier capitalisation back;
+# two maxout layers over a window of one token either side let each token also see its neighbours'
+# casing (fewer boundary errors). `features = null` turns them off.
 [model.features]
 @architectures = "spacy.Tok2Vec.v2"
 
