@@ -35,12 +35,21 @@ from .scorer import score_ents
 # The value of Token.ent_iob for a token annotated as outside any entity (0 is missing, 1 I, 3 B).
 IOB_OUTSIDE = 2
 
+# The component's default model, its one definition: configs/bert_ner.cfg leaves these blocks empty
+# and `spacy train` (like `nlp.add_pipe("bert_ner")`) fills them from here. The figures behind each
+# choice are in BENCHMARKS.md.
 DEFAULT_MODEL_CONFIG = """
+# A softmax over tags per token (no hidden layer: the classic BERT recipe), over the concatenation
+# of the transformer's vectors and the casing features. The output layer starts from normal(0, 0.02)
+# weights; see TokenClassifier.v2.
 [model]
 @architectures = "spacy_bert_ner.TokenClassifier.v2"
 hidden_width = 0
 nO = null
 
+# The vectors of the `transformer` component earlier in the pipeline, fine-tuned through this
+# listener (spacy-transformers' TransformerListener.v1, with its per-step batch check in array
+# operations); a token's vector is the mean of its word pieces' (reduce_first.v1: the first's).
 [model.tok2vec]
 @architectures = "spacy_bert_ner.TransformerListener.v1"
 grad_factor = 1.0
@@ -49,6 +58,10 @@ upstream = "*"
 [model.tok2vec.pooling]
 @layers = "reduce_mean.v1"
 
+# Casing features: the default encoder is uncased, so hash embeddings of each token's shape
+# ("Xxxxx"), first character and last three characters give the classifier capitalisation back;
+# two maxout layers over a window of one token either side let each token also see its neighbours'
+# casing (fewer boundary errors). `features = null` turns them off.
 [model.features]
 @architectures = "spacy.Tok2Vec.v2"
 

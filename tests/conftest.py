@@ -1,14 +1,12 @@
-import random
+"""Fixtures (a tiny local BERT, a pipeline trained on it) and the --run-slow option. Shared helpers
+that are not fixtures live in util.py."""
+
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import List
 
 import pytest
-from spacy.language import Language
-from spacy.util import load_config, load_model_from_config
-from synthetic import make_examples, vocabulary
-from thinc.api import Adam, fix_random_seed
-
-CONFIG_PATH = Path(__file__).parent.parent / "configs" / "bert_ner.cfg"
+from synthetic import vocabulary
+from util import build_nlp, train
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,37 +43,6 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
     BertModel(config).save_pretrained(path)
     BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(path)
     return str(path)
-
-
-def build_nlp(
-    tiny_bert: str,
-    overrides: Optional[Dict[str, Any]] = None,
-    init_labels: Optional[List[str]] = None,
-) -> Language:
-    config = load_config(
-        CONFIG_PATH,
-        overrides={"components.transformer.model.name": tiny_bert, **(overrides or {})},
-    )
-    if init_labels is not None:
-        config["initialize"]["components"]["bert_ner"] = {"labels": init_labels}
-    return load_model_from_config(config, auto_fill=True)
-
-
-def train(nlp: Language, epochs: int, seed: int = 0) -> List[float]:
-    """Adam(1e-3), batches of 8 over 60 synthetic examples; returns the loss of each epoch."""
-    fix_random_seed(seed)
-    examples = make_examples(nlp, 60, 0)
-    nlp.initialize(lambda: examples)
-    optimizer = Adam(1e-3)
-    rng = random.Random(seed)
-    epoch_losses = []
-    for _ in range(epochs):
-        rng.shuffle(examples)
-        losses: Dict[str, float] = {}
-        for i in range(0, len(examples), 8):
-            nlp.update(examples[i : i + 8], sgd=optimizer, losses=losses, drop=0.1)
-        epoch_losses.append(losses["bert_ner"])
-    return epoch_losses
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,13 @@ from typing import Any, Dict, List, Tuple
 import numpy
 import pytest
 import spacy
-from conftest import CONFIG_PATH, build_nlp, train
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.training import Example, offsets_to_biluo_tags
 from spacy.util import load_config
 from synthetic import make_examples
 from thinc.api import fix_random_seed
+from util import CONFIG_PATH, build_nlp, train
 
 from spacy_bert_ner.decoding import biluo_to_scheme
 from spacy_bert_ner.pipeline_component import DEFAULT_MODEL, BertNER
@@ -543,9 +543,51 @@ def test_casing_window_sees_the_neighbours(trained, tiny_bert):
     numpy.testing.assert_allclose(lower, upper, rtol=1e-5, atol=1e-6)
 
 
-def test_factory_default_model_is_the_project_configs():
-    """The factory's default_config and configs/bert_ner.cfg describe one model: a pipe added with
-    `nlp.add_pipe("bert_ner")` is the one the project trains."""
+def settings(block: Any) -> List[str]:
+    """The dotted names of every setting (not section) in a config block."""
+    if not isinstance(block, dict):
+        return []
+    found = []
+    for key, value in block.items():
+        if isinstance(value, dict):
+            found += [f"{key}.{name}" for name in settings(value)]
+        else:
+            found.append(key)
+    return found
+
+
+def test_project_config_takes_its_model_from_the_factory(tiny_bert):
+    """The model is written once, in the factory's DEFAULT_MODEL_CONFIG: configs/bert_ner.cfg only
+    names its blocks, and filling it (as `spacy train` does) gives the factory's model and scorer,
+    so the pipeline the project trains is the one `nlp.add_pipe("bert_ner")` makes."""
     project = load_config(CONFIG_PATH)["components"]["bert_ner"]
-    assert project["model"] == DEFAULT_MODEL
-    assert project["scheme"] == spacy.blank("en").add_pipe("bert_ner").cfg["scheme"]
+    assert settings(project["model"]) == []
+    assert "scorer" not in project
+    filled = build_nlp(tiny_bert).config["components"]["bert_ner"]
+    assert filled["model"] == DEFAULT_MODEL
+    assert filled["scorer"] == {"@scorers": "spacy_bert_ner.ner_scorer.v1"}
+    # The settings the config lists for the reader are the factory's defaults.
+    defaults = Language.get_factory_meta("bert_ner").default_config
+    listed = {key: value for key, value in project.items() if key not in ("factory", "model")}
+    assert listed and listed == {key: defaults[key] for key in listed}
+
+
+def test_project_config_model_settings_can_be_overridden(tiny_bert):
+    """The empty blocks in configs/bert_ner.cfg let any model setting be overridden (spaCy accepts
+    overrides only inside sections the config has); the rest is still filled from the factory."""
+    nlp = build_nlp(
+        tiny_bert,
+        overrides={
+            "components.bert_ner.model.hidden_width": 16,
+            "components.bert_ner.model.tok2vec.pooling.@layers": "reduce_first.v1",
+            "components.bert_ner.model.features.embed.width": 32,
+        },
+    )
+    model = nlp.config["components"]["bert_ner"]["model"]
+    assert model["hidden_width"] == 16
+    assert model["tok2vec"]["pooling"] == {"@layers": "reduce_first.v1"}
+    assert model["features"]["embed"] == {**DEFAULT_MODEL["features"]["embed"], "width": 32}
+    assert model["features"]["encode"] == DEFAULT_MODEL["features"]["encode"]
+    assert model["tok2vec"]["@architectures"] == DEFAULT_MODEL["tok2vec"]["@architectures"]
+    layers = [node.name for node in nlp.get_pipe("bert_ner").model.walk()]
+    assert "relu" in layers  # the hidden layer was built

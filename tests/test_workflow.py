@@ -7,12 +7,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, Iterator, List, Set
 
 import pytest
+import srsly
+from spacy.util import load_config, registry
 from synthetic import make_sentences, to_conll
+from util import build_nlp
 
 from spacy_bert_ner.loggers import read_log
+from spacy_bert_ner.pipeline_component import DEFAULT_MODEL
 
 ROOT = Path(__file__).parent.parent
 # Tiny-model training settings, passed the way spaCy reads config overrides from the environment.
@@ -66,6 +70,9 @@ def test_project_all_builds_an_installable_pipeline(project: Path, tiny_bert: st
     said = " ".join(output.split())  # wasabi wraps long lines
     match = re.search(r"decay to 0 at step (\d+) \(10 epochs x (\d+) batches\)", said)
     assert match and int(match[1]) == 10 * int(match[2]), said[-3000:]
+    # `spacy train` filled the config's empty model blocks with the factory's default model.
+    trained = load_config(project / "training" / "model-best" / "config.cfg")
+    assert trained["components"]["bert_ner"]["model"] == DEFAULT_MODEL
     test_scores = json.loads((project / "metrics" / "test.json").read_text())
     assert test_scores["ents_f"] >= 0.9
     assert set(test_scores["ents_per_type"]) == {"PER", "ORG", "LOC"}
@@ -135,3 +142,83 @@ def test_project_reruns_only_what_changed(project: Path, tiny_bert: str) -> None
     # The retrained model's log replaces the old one, and the report is redrawn from it.
     assert read_log(project / "training" / "log.jsonl")["started"] != started
     assert "Skipping 'report'" not in output
+
+
+# --- project.yml, README and committed results: checks that need no workflow run ----------------
+
+
+def project_commands() -> Dict[str, Dict[str, Any]]:
+    commands = srsly.read_yaml(ROOT / "project.yml")["commands"]
+    return {command["name"]: command for command in commands}
+
+
+def promises(block: Any) -> Iterator[tuple]:
+    """(registry, name) of every registered function a config block calls."""
+    if isinstance(block, dict):
+        for key, value in block.items():
+            if key.startswith("@"):
+                yield key[1:], value
+            else:
+                yield from promises(value)
+
+
+def package_imports(module: str) -> Set[str]:
+    """The package's modules that `module` imports, directly or through each other."""
+    seen: Set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        source = (ROOT / "spacy_bert_ner" / f"{name}.py").read_text(encoding="utf8")
+        todo += re.findall(r"^from \.(\w+) import", source, flags=re.MULTILINE)
+        for names in re.findall(r"^from \. import ([\w, ]+)", source, flags=re.MULTILINE):
+            todo += [n.strip() for n in names.split(",")]
+    return seen
+
+
+def test_train_deps_list_every_module_that_shapes_training(tiny_bert: str) -> None:
+    """A change to any module the training config reaches (the component, its layers, the scorer,
+    the augmenter, optimizer, schedules, logger, and what they import) retrains."""
+    nlp = build_nlp(tiny_bert)
+    modules = {type(pipe).__module__ for _, pipe in nlp.pipeline}
+    for registry_name, name in promises(nlp.config):
+        modules.add(registry.get(registry_name, name).__module__)
+    ours = {m.split(".")[1] for m in modules if m.startswith("spacy_bert_ner.")}
+    assert {"pipeline_component", "architectures", "augmenters", "schedules"} <= ours
+    needed = set().union(*(package_imports(module) for module in ours))
+    deps = set(project_commands()["train"]["deps"])
+    assert sorted(f"spacy_bert_ner/{m}.py" for m in needed) == sorted(
+        dep for dep in deps if dep.startswith("spacy_bert_ner/")
+    )
+
+
+@pytest.mark.parametrize("command", ["convert", "train", "analyze", "report", "package"])
+def test_project_deps_name_existing_modules_and_the_cli(command: str) -> None:
+    deps = project_commands()[command]["deps"]
+    modules = [dep for dep in deps if dep.startswith("spacy_bert_ner/")]
+    assert [m for m in modules if not (ROOT / m).is_file()] == []
+    scripts = " ".join(project_commands()[command]["script"])
+    if "python -m spacy_bert_ner" in scripts:
+        assert "spacy_bert_ner/cli.py" in deps
+
+
+def test_readme_workflow_table_is_the_projects() -> None:
+    """README's workflow line and table list the steps of project.yml's `all`, in order."""
+    steps = srsly.read_yaml(ROOT / "project.yml")["workflows"]["all"]
+    readme = (ROOT / "README.md").read_text(encoding="utf8")
+    assert f"workflow `{' → '.join(steps)}`" in readme
+    table = readme.split("## The workflow", 1)[1].split("\n\n")[2]
+    rows = re.findall(r"^\| `(\w+)` \| (.*)\|$", table, flags=re.MULTILINE)
+    assert [name for name, what in rows if "(not in `all`)" not in what] == steps
+    assert set(name for name, _ in rows) == set(project_commands())
+
+
+def test_committed_results_hold_no_absolute_paths() -> None:
+    """Result JSONs are read on other machines: paths in them are relative to the repository."""
+    found = []
+    for path in sorted((ROOT / "benchmarks" / "results").rglob("*.json")):
+        text = path.read_text(encoding="utf8")
+        found += [(path.name, m) for m in re.findall(r"(?<![\w.~/:])/(?:[\w.-]+/)+[\w.-]+", text)]
+    assert found == []

@@ -1,0 +1,48 @@
+"""Helpers the tests share: the project config, a pipeline built from it, and a short training loop.
+
+(Fixtures and pytest hooks stay in conftest.py; pytest discourages importing conftest.)
+"""
+
+import random
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from spacy.language import Language
+from spacy.util import load_config, load_model_from_config
+from synthetic import make_examples
+from thinc.api import Adam, fix_random_seed
+
+CONFIG_PATH = Path(__file__).parent.parent / "configs" / "bert_ner.cfg"
+
+
+def build_nlp(
+    tiny_bert: str,
+    overrides: Optional[Dict[str, Any]] = None,
+    init_labels: Optional[List[str]] = None,
+) -> Language:
+    """The project's pipeline (configs/bert_ner.cfg, filled as `spacy train` fills it) over the
+    encoder at `tiny_bert`, not yet initialized."""
+    config = load_config(
+        CONFIG_PATH,
+        overrides={"components.transformer.model.name": tiny_bert, **(overrides or {})},
+    )
+    if init_labels is not None:
+        config["initialize"]["components"]["bert_ner"] = {"labels": init_labels}
+    return load_model_from_config(config, auto_fill=True)
+
+
+def train(nlp: Language, epochs: int, seed: int = 0) -> List[float]:
+    """Adam(1e-3), batches of 8 over 60 synthetic examples; returns the loss of each epoch."""
+    fix_random_seed(seed)
+    examples = make_examples(nlp, 60, 0)
+    nlp.initialize(lambda: examples)
+    optimizer = Adam(1e-3)
+    rng = random.Random(seed)
+    epoch_losses = []
+    for _ in range(epochs):
+        rng.shuffle(examples)
+        losses: Dict[str, float] = {}
+        for i in range(0, len(examples), 8):
+            nlp.update(examples[i : i + 8], sgd=optimizer, losses=losses, drop=0.1)
+        epoch_losses.append(losses["bert_ner"])
+    return epoch_losses
