@@ -1,12 +1,11 @@
 """Command line: `python -m spacy_bert_ner COMMAND` (also used by the project's project.yml)."""
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NoReturn, Optional
+from typing import Any, Callable, Dict, NoReturn, Optional
 
 import spacy
 import srsly
 import typer
-from spacy.tokens import DocBin
 from tqdm import tqdm
 from wasabi import msg
 
@@ -19,10 +18,9 @@ from .annotate import (
     annotate,
     check_paths,
     check_settings,
-    pipeline_spans_key,
 )
 from .convert import ConversionStats, convert
-from .evaluation import analysis_json, compare, entity_scores, errors_html, predict
+from .evaluation.analysis import analyze
 from .inference import load
 from .loggers import read_log
 from .model_card import describe_device, model_card_meta
@@ -368,62 +366,19 @@ def analyze_cli(
         use_gpu(gpu_id)
     nlp = load_pipeline(model)
     try:
-        gold_docs = read_gold_docs(data_path, nlp, n_sents, scheme=scheme, repair=repair)
-    except ValueError as err:
+        analyze(
+            nlp,
+            data_path,
+            output_dir,
+            n_sents=n_sents,
+            scheme=scheme,
+            repair=repair,
+            max_examples=max_examples,
+            batch_size=batch_size,
+            title=f"Errors of {model} on {data_path.name}",
+        )
+    except ValueError as err:  # gold data that cannot be read, named with its file
         fail(err)
-    msg.info(f"Predicting {len(gold_docs)} docs from {data_path}")
-    pred_docs = predict(nlp, gold_docs, batch_size=batch_size)
-    report = compare(gold_docs, pred_docs)
-    spans_key = pipeline_spans_key(nlp)
-    scores = entity_scores(gold_docs, pred_docs, spans_key) if spans_key else None
-    analysis = analysis_json(report, gold_docs, max_examples, scores=scores)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    srsly.write_json(output_dir / "errors.json", analysis)
-    title = f"Errors of {model} on {data_path.name}"
-    html_page = errors_html(report, gold_docs, pred_docs, title=title)
-    (output_dir / "errors.html").write_text(html_page, encoding="utf8")
-    print_analysis(analysis)
-    msg.good(f"Saved {output_dir / 'errors.json'} and {output_dir / 'errors.html'}")
-
-
-def read_gold_docs(
-    path: Path, nlp: Any, n_sents: int, *, scheme: str = "auto", repair: bool = False
-) -> List[Any]:
-    """Gold Docs from a DocBin, or from any file `convert` reads (with its --scheme and --repair,
-    which its messages suggest)."""
-    if path.suffix == ".spacy":
-        try:
-            return list(DocBin().from_disk(path).get_docs(nlp.vocab))
-        except Exception as err:
-            raise ValueError(f"{path}: not a readable spaCy DocBin ({err}).") from None
-    docbin, _ = convert(path, spacy.blank(nlp.lang), n_sents=n_sents, scheme=scheme, repair=repair)
-    return list(docbin.get_docs(nlp.vocab))
-
-
-def print_analysis(analysis: Dict[str, Any], n_confusions: int = 10) -> None:
-    """Scores per type, error counts, and the most frequent confusions with one example each."""
-    scores = analysis["scores"]
-    rows = [
-        (label, f"{s['p']:.2f}", f"{s['r']:.2f}", f"{s['f']:.2f}", s["n_gold"])
-        for label, s in [("ALL", scores), *scores["per_type"].items()]
-    ]
-    msg.table(
-        rows, header=("type", "P", "R", "F", "gold"), divider=True, aligns=("l", "r", "r", "r", "r")
-    )
-    msg.table(list(analysis["error_kinds"].items()), header=("error", "count"), divider=True)
-    rows = [
-        (c["kind"], c["gold"], c["pred"], c["count"], _example(c["examples"][0]))
-        for c in analysis["confusions"][:n_confusions]
-    ]
-    header = ("error", "gold", "predicted", "count", "example: gold → predicted")
-    if rows:
-        msg.table(rows, header=header, divider=True, max_col=60)
-
-
-def _example(example: Dict[str, Any]) -> str:
-    """'gold words' → 'predicted words', with — for a missing side."""
-    gold, pred = (f"'{example[side]}'" if example[side] else "—" for side in ("gold", "pred"))
-    return f"{gold} → {pred}"
 
 
 def run_on_ray(*args: Any, **kwargs: Any) -> AnnotateStats:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 
 import srsly
 
-from .evaluation import ERROR_KIND_HELP, NO_LABEL
+from .evaluation.error_kinds import ERROR_KIND_HELP, NO_LABEL
 from .loggers import read_log
 
 if TYPE_CHECKING:
