@@ -22,9 +22,8 @@ from .annotate import (
 from .convert import ConversionStats, convert
 from .evaluation.analysis import analyze
 from .inference import load
-from .loggers import read_log
-from .model_card import describe_device, model_card_meta
-from .report import build_report
+from .model_card import package_meta
+from .training_report import build_report
 
 ENGINES = ("local", "ray")
 
@@ -109,30 +108,24 @@ def package_meta_cli(
 ) -> None:
     """Write the pipeline's meta.json with the test scores as its `performance`, and a model card
     (description, sources, notes) that `spacy package` turns into the package's README."""
-    read_json_object(model_path / "meta.json", "the pipeline's meta.json")
-    if not (model_path / "config.cfg").is_file():
-        fail(
-            FileNotFoundError(f"{model_path / 'config.cfg'}: missing; expected a trained pipeline.")
-        )
-    try:
-        log = read_log(train_log) if train_log else {}
-    except ValueError as err:
-        fail(err)
     data = {
         split: path
         for split, path in (("train", train_data), ("dev", dev_data), ("test", test_data))
         if path
     }
-    meta = model_card_meta(
-        model_path,
-        read_json_object(metrics_path, "the evaluation scores"),
-        log,
-        name=name,
-        version=version,
-        data=data,
-        device=describe_device(gpu_id),
-        dev_scores=read_json_object(dev_metrics, "the dev scores") if dev_metrics else None,
-    )
+    try:
+        meta = package_meta(
+            model_path,
+            metrics_path,
+            name=name,
+            version=version,
+            data=data,
+            gpu_id=gpu_id,
+            train_log_path=train_log,
+            dev_metrics_path=dev_metrics,
+        )
+    except (ValueError, OSError) as err:  # each names the file it could not read
+        fail(err)
     write_output(output_path, lambda path: srsly.write_json(path, meta))
     msg.good(f"Saved meta and model card with scores from {metrics_path} to {output_path}")
 
@@ -166,22 +159,9 @@ def report_cli(
             errors_page=errors_page,
             title=title,
         )
-    except (ValueError, ImportError) as err:
+    except (ValueError, OSError, ImportError) as err:
         fail(err)
     msg.good(f"Saved {output_path} and {len(written) - 1} figures in {output_path.with_suffix('')}")
-
-
-def read_json_object(path: Path, what: str) -> Dict[str, Any]:
-    """A JSON object from a file, or a one-line failure naming the file."""
-    if not path.is_file():
-        fail(FileNotFoundError(f"{path}: missing; expected {what} there."))
-    try:
-        data = srsly.read_json(path)
-    except ValueError as err:
-        fail(ValueError(f"{path}: not valid JSON ({err}); expected {what}."))
-    if not isinstance(data, dict):
-        fail(ValueError(f"{path}: expected {what} as a JSON object, not {type(data).__name__}."))
-    return data
 
 
 def write_output(path: Path, write: Callable[[Path], Any]) -> None:
