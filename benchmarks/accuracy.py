@@ -1,5 +1,5 @@
 """Accuracy benchmark: bert_ner vs spaCy's transition `ner` vs the Hugging Face recipe, on the same
-encoder, splits and epoch budget, scored by one conlleval-style scorer (spacy_bert_ner.evaluation).
+encoder, splits and epoch budget, scored by one conlleval-style scorer (spacy_bert_ner.scorer).
 
 One system on one dataset per run, saved as JSON, so that runs can be spread over sessions:
 
@@ -32,7 +32,9 @@ import spacy_bert_ner
 from spacy_bert_ner.convert import conll_to_docs
 from spacy_bert_ner.decoding import tags_to_spans
 from spacy_bert_ner.encoders import EMBEDDED_ENCODER, resolve_encoder
-from spacy_bert_ner.evaluation import EntitySpan, compare, doc_spans, predict, score_spans
+from spacy_bert_ner.evaluation.corpus import predict_corpus
+from spacy_bert_ner.evaluation.error_kinds import compare
+from spacy_bert_ner.scorer import EntitySpan, doc_spans, score_spans
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -156,7 +158,7 @@ def predict_spacy(
 ) -> Tuple[Dict[str, Any], List[List[EntitySpan]], List[List[EntitySpan]]]:
     """Predict dev and test with a trained spaCy pipeline."""
     start = time.perf_counter()
-    preds = {split: predict(nlp, docs[split]) for split in ("dev", "test")}
+    preds = {split: predict_corpus(nlp, docs[split]) for split in ("dev", "test")}
     info = {
         "predict_seconds": round(time.perf_counter() - start),
         "errors_dev": compare(docs["dev"], preds["dev"]).kind_counts(),

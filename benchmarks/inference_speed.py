@@ -164,7 +164,7 @@ def evaluate_dev(model_dir: str, quantized: bool) -> float:
 
 def agreement(a: List[List[List[Any]]], b: List[List[List[Any]]]) -> Dict[str, float]:
     """How far b's entities agree with a's: identical docs, and entity-level F1 with a as gold."""
-    from spacy_bert_ner.evaluation import score_spans
+    from spacy_bert_ner.scorer import score_spans
 
     same = sum(x == y for x, y in zip(a, b))
     scores = score_spans([map(tuple, doc) for doc in a], [map(tuple, doc) for doc in b])

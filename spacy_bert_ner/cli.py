@@ -1,12 +1,11 @@
 """Command line: `python -m spacy_bert_ner COMMAND` (also used by the project's project.yml)."""
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NoReturn, Optional
+from typing import Any, Callable, Dict, NoReturn, Optional
 
 import spacy
 import srsly
 import typer
-from spacy.tokens import DocBin
 from tqdm import tqdm
 from wasabi import msg
 
@@ -19,14 +18,12 @@ from .annotate import (
     annotate,
     check_paths,
     check_settings,
-    pipeline_spans_key,
 )
 from .convert import ConversionStats, convert
-from .evaluation import analysis_json, compare, entity_scores, errors_html, predict
+from .evaluation.analysis import analyze
 from .inference import load
-from .loggers import read_log
-from .model_card import describe_device, model_card_meta
-from .report import build_report
+from .model_card import package_meta
+from .training_report import build_report
 
 ENGINES = ("local", "ray")
 
@@ -111,30 +108,24 @@ def package_meta_cli(
 ) -> None:
     """Write the pipeline's meta.json with the test scores as its `performance`, and a model card
     (description, sources, notes) that `spacy package` turns into the package's README."""
-    read_json_object(model_path / "meta.json", "the pipeline's meta.json")
-    if not (model_path / "config.cfg").is_file():
-        fail(
-            FileNotFoundError(f"{model_path / 'config.cfg'}: missing; expected a trained pipeline.")
-        )
-    try:
-        log = read_log(train_log) if train_log else {}
-    except ValueError as err:
-        fail(err)
     data = {
         split: path
         for split, path in (("train", train_data), ("dev", dev_data), ("test", test_data))
         if path
     }
-    meta = model_card_meta(
-        model_path,
-        read_json_object(metrics_path, "the evaluation scores"),
-        log,
-        name=name,
-        version=version,
-        data=data,
-        device=describe_device(gpu_id),
-        dev_scores=read_json_object(dev_metrics, "the dev scores") if dev_metrics else None,
-    )
+    try:
+        meta = package_meta(
+            model_path,
+            metrics_path,
+            name=name,
+            version=version,
+            data=data,
+            gpu_id=gpu_id,
+            train_log_path=train_log,
+            dev_metrics_path=dev_metrics,
+        )
+    except (ValueError, OSError) as err:  # each names the file it could not read
+        fail(err)
     write_output(output_path, lambda path: srsly.write_json(path, meta))
     msg.good(f"Saved meta and model card with scores from {metrics_path} to {output_path}")
 
@@ -168,22 +159,9 @@ def report_cli(
             errors_page=errors_page,
             title=title,
         )
-    except (ValueError, ImportError) as err:
+    except (ValueError, OSError, ImportError) as err:
         fail(err)
     msg.good(f"Saved {output_path} and {len(written) - 1} figures in {output_path.with_suffix('')}")
-
-
-def read_json_object(path: Path, what: str) -> Dict[str, Any]:
-    """A JSON object from a file, or a one-line failure naming the file."""
-    if not path.is_file():
-        fail(FileNotFoundError(f"{path}: missing; expected {what} there."))
-    try:
-        data = srsly.read_json(path)
-    except ValueError as err:
-        fail(ValueError(f"{path}: not valid JSON ({err}); expected {what}."))
-    if not isinstance(data, dict):
-        fail(ValueError(f"{path}: expected {what} as a JSON object, not {type(data).__name__}."))
-    return data
 
 
 def write_output(path: Path, write: Callable[[Path], Any]) -> None:
@@ -368,62 +346,19 @@ def analyze_cli(
         use_gpu(gpu_id)
     nlp = load_pipeline(model)
     try:
-        gold_docs = read_gold_docs(data_path, nlp, n_sents, scheme=scheme, repair=repair)
-    except ValueError as err:
+        analyze(
+            nlp,
+            data_path,
+            output_dir,
+            n_sents=n_sents,
+            scheme=scheme,
+            repair=repair,
+            max_examples=max_examples,
+            batch_size=batch_size,
+            title=f"Errors of {model} on {data_path.name}",
+        )
+    except ValueError as err:  # gold data that cannot be read, named with its file
         fail(err)
-    msg.info(f"Predicting {len(gold_docs)} docs from {data_path}")
-    pred_docs = predict(nlp, gold_docs, batch_size=batch_size)
-    report = compare(gold_docs, pred_docs)
-    spans_key = pipeline_spans_key(nlp)
-    scores = entity_scores(gold_docs, pred_docs, spans_key) if spans_key else None
-    analysis = analysis_json(report, gold_docs, max_examples, scores=scores)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    srsly.write_json(output_dir / "errors.json", analysis)
-    title = f"Errors of {model} on {data_path.name}"
-    html_page = errors_html(report, gold_docs, pred_docs, title=title)
-    (output_dir / "errors.html").write_text(html_page, encoding="utf8")
-    print_analysis(analysis)
-    msg.good(f"Saved {output_dir / 'errors.json'} and {output_dir / 'errors.html'}")
-
-
-def read_gold_docs(
-    path: Path, nlp: Any, n_sents: int, *, scheme: str = "auto", repair: bool = False
-) -> List[Any]:
-    """Gold Docs from a DocBin, or from any file `convert` reads (with its --scheme and --repair,
-    which its messages suggest)."""
-    if path.suffix == ".spacy":
-        try:
-            return list(DocBin().from_disk(path).get_docs(nlp.vocab))
-        except Exception as err:
-            raise ValueError(f"{path}: not a readable spaCy DocBin ({err}).") from None
-    docbin, _ = convert(path, spacy.blank(nlp.lang), n_sents=n_sents, scheme=scheme, repair=repair)
-    return list(docbin.get_docs(nlp.vocab))
-
-
-def print_analysis(analysis: Dict[str, Any], n_confusions: int = 10) -> None:
-    """Scores per type, error counts, and the most frequent confusions with one example each."""
-    scores = analysis["scores"]
-    rows = [
-        (label, f"{s['p']:.2f}", f"{s['r']:.2f}", f"{s['f']:.2f}", s["n_gold"])
-        for label, s in [("ALL", scores), *scores["per_type"].items()]
-    ]
-    msg.table(
-        rows, header=("type", "P", "R", "F", "gold"), divider=True, aligns=("l", "r", "r", "r", "r")
-    )
-    msg.table(list(analysis["error_kinds"].items()), header=("error", "count"), divider=True)
-    rows = [
-        (c["kind"], c["gold"], c["pred"], c["count"], _example(c["examples"][0]))
-        for c in analysis["confusions"][:n_confusions]
-    ]
-    header = ("error", "gold", "predicted", "count", "example: gold → predicted")
-    if rows:
-        msg.table(rows, header=header, divider=True, max_col=60)
-
-
-def _example(example: Dict[str, Any]) -> str:
-    """'gold words' → 'predicted words', with — for a missing side."""
-    gold, pred = (f"'{example[side]}'" if example[side] else "—" for side in ("gold", "pred"))
-    return f"{gold} → {pred}"
 
 
 def run_on_ray(*args: Any, **kwargs: Any) -> AnnotateStats:

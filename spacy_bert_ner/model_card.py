@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional
 from spacy.util import load_config
 
 from .encoders import resolve_encoder
+from .loggers import read_log
+from .workflow_files import format_duration, read_json_object
 
 HUB_URL = "https://huggingface.co/{}"
 
@@ -39,15 +41,36 @@ def describe_device(gpu_id: int) -> str:
     return f"CPU ({cpu}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()})"
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
-
-
 def _pct(value: Any) -> str:
     return f"{100 * float(value):.2f}"
+
+
+def package_meta(
+    model_path: Path,
+    metrics_path: Path,
+    *,
+    name: str,
+    version: str,
+    data: Dict[str, str],
+    gpu_id: int = -1,
+    train_log_path: Optional[Path] = None,
+    dev_metrics_path: Optional[Path] = None,
+) -> Dict[str, Any]:
+    """`model_card_meta` from the files the workflow wrote: the trained pipeline, the test scores
+    (`spacy evaluate --output`), and optionally the training log and the dev scores. Raises
+    ValueError or FileNotFoundError, naming the file, for an input that cannot be read."""
+    train_log = read_log(train_log_path) if train_log_path else {}
+    dev_scores = read_json_object(dev_metrics_path, "the dev scores") if dev_metrics_path else None
+    return model_card_meta(
+        model_path,
+        read_json_object(metrics_path, "the evaluation scores"),
+        train_log,
+        name=name,
+        version=version,
+        data=data,
+        device=describe_device(gpu_id),
+        dev_scores=dev_scores,
+    )
 
 
 def model_card_meta(
@@ -72,7 +95,11 @@ def model_card_meta(
     device (str): what `spacy evaluate` ran on, for the speed (`describe_device`).
     dev_scores (Dict): `spacy evaluate`'s JSON on dev, if there is one.
     """
-    meta: Dict[str, Any] = json.loads((model_path / "meta.json").read_text(encoding="utf8"))
+    meta = read_json_object(model_path / "meta.json", "the pipeline's meta.json")
+    if not (model_path / "config.cfg").is_file():
+        raise FileNotFoundError(
+            f"{model_path / 'config.cfg'}: missing; expected a trained pipeline."
+        )
     config = load_config(model_path / "config.cfg", interpolate=False)
     encoder = str(config["components"]["transformer"]["model"]["name"])
     component = config["components"].get("bert_ner", {})
@@ -171,7 +198,7 @@ def _notes(
         best = max(evaluations, key=lambda e: e.get("score") or 0.0)
         lines.append(
             f"{last['step']} steps in {last['epoch'] + 1} epochs, "
-            f"{_duration(seconds) if seconds is not None else 'unknown time'}"
+            f"{format_duration(seconds) if seconds is not None else 'unknown time'}"
             + (f" from {train_log['started']}" if train_log.get("started") else "")
             + f"; best dev entity F1 during training {_pct(best['scores'].get('ents_f', 0))} "
             f"at step {best['step']}."

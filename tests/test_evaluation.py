@@ -6,21 +6,20 @@ from typing import List, Tuple
 
 import pytest
 import spacy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from spacy.scorer import Scorer
 from spacy.tokens import Doc, DocBin, Span, SpanGroup
 from spacy.training import Example
 from synthetic import make_examples
 from typer.testing import CliRunner
 
 from spacy_bert_ner.cli import app
-from spacy_bert_ner.evaluation import (
-    EntityError,
-    classify_errors,
-    compare,
-    entity_scores,
-    errors_html,
-    score_spans,
-)
-from spacy_bert_ner.scorer import score_ents
+from spacy_bert_ner.evaluation.analysis import entity_scores
+from spacy_bert_ner.evaluation.corpus import predict_corpus
+from spacy_bert_ner.evaluation.error_kinds import EntityError, classify_errors, compare
+from spacy_bert_ner.evaluation.errors_page import errors_html
+from spacy_bert_ner.scorer import doc_spans, score_docs, score_ents, score_spans
 
 WORDS = ["Angela", "Merkel", "met", "Emmanuel", "Macron", "in", "New", "York", "City", "today", "."]
 
@@ -54,27 +53,110 @@ def test_score_spans_needs_one_prediction_per_doc() -> None:
         score_spans([[], []], [[]])
 
 
-def test_scorer_agrees_with_spacys_on_real_predictions() -> None:
-    nlp = spacy.blank("en")
-    examples = make_examples(nlp, 40, 3)
-    predictions = make_examples(nlp, 40, 3)
-    # Corrupt some predictions: drop, relabel and shift entities.
-    for i, example in enumerate(predictions):
-        ents = list(example.reference.ents)
-        if i % 3 == 0 and ents:
+def corrupted(examples: List[Example]) -> List[Doc]:
+    """Predictions that drop, relabel or shift some of the examples' gold entities."""
+    predictions = []
+    for i, example in enumerate(examples):
+        doc = example.reference.copy()
+        ents = list(doc.ents)
+        if i % 4 == 0 and ents:
             ents = ents[1:]
-        elif i % 3 == 1 and ents:
-            ents[0] = Span(example.reference, ents[0].start, ents[0].end, "MISC")
-        example.reference.ents = ents
-    scored = [Example(p.reference, g.reference) for p, g in zip(predictions, examples)]
-    ours = score_spans(
-        [[(e.start, e.end, e.label_) for e in ex.reference.ents] for ex in scored],
-        [[(e.start, e.end, e.label_) for e in ex.predicted.ents] for ex in scored],
+        elif i % 4 == 1 and ents:
+            ents[0] = Span(doc, ents[0].start, ents[0].end, "MISC")
+        elif i % 4 == 2 and ents and ents[-1].end < len(doc):
+            ents[-1] = Span(doc, ents[-1].start, ents[-1].end + 1, ents[-1].label_)
+        doc.ents = ents
+        predictions.append(doc)
+    return predictions
+
+
+def test_the_one_f1_is_spacys_on_real_predictions() -> None:
+    nlp = spacy.blank("en")
+    gold = [eg.reference for eg in make_examples(nlp, 40, 3)]
+    pred = corrupted(make_examples(nlp, 40, 3))
+    ours = score_docs(gold, pred)
+    examples = [Example(p, g) for p, g in zip(pred, gold)]
+    # The registered scorer, and spaCy's generic span scorer as a second opinion.
+    for theirs in (score_ents(examples), Scorer.score_spans(examples, "ents")):
+        assert 0 < ours["f"] < 100
+        assert ours["f"] == round(100 * theirs["ents_f"], 2)
+        assert (ours["p"], ours["r"]) == (
+            round(100 * theirs["ents_p"], 2),
+            round(100 * theirs["ents_r"], 2),
+        )
+        assert set(ours["per_type"]) == set(theirs["ents_per_type"])
+        for label, prf in theirs["ents_per_type"].items():
+            assert [ours["per_type"][label][k] for k in "prf"] == [
+                round(100 * prf[k], 2) for k in "prf"
+            ]
+    # The counts behind the rates.
+    gold_set = {(i, *span) for i, doc in enumerate(gold) for span in doc_spans(doc)}
+    pred_set = {(i, *span) for i, doc in enumerate(pred) for span in doc_spans(doc)}
+    assert (ours["tp"], ours["n_pred"], ours["n_gold"]) == (
+        len(gold_set & pred_set),
+        len(pred_set),
+        len(gold_set),
     )
-    theirs = score_ents(scored)
-    assert ours["f"] == pytest.approx(100 * theirs["ents_f"], abs=0.01)
-    for label, prf in theirs["ents_per_type"].items():
-        assert ours["per_type"][label]["f"] == pytest.approx(100 * prf["f"], abs=0.01)
+
+
+entity_lists = st.lists(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(1, 3), st.sampled_from("AB")), max_size=4),
+    max_size=4,
+)
+
+
+def non_overlapping(spans: List[Tuple[int, int, int]]) -> List[Tuple[int, int, str]]:
+    """(gap, length, label) triples laid end to end as (start, end, label) entities."""
+    entities, end = [], 0
+    for gap, length, label in spans:
+        entities.append((end + gap, end + gap + length, label))
+        end += gap + length
+    return entities
+
+
+@settings(max_examples=200, deadline=None)
+@given(gold=entity_lists, pred=entity_lists)
+def test_score_spans_is_conlleval(gold, pred) -> None:  # type: ignore[no-untyped-def]
+    """Exact-match P/R/F from counts made here, on any entities (of as many documents)."""
+    n = min(len(gold), len(pred))
+    gold_docs = [non_overlapping(doc) for doc in gold[:n]]
+    pred_docs = [non_overlapping(doc) for doc in pred[:n]]
+    scores = score_spans(gold_docs, pred_docs)
+    for label in (None, "A", "B"):
+        g = {(i, *e) for i, doc in enumerate(gold_docs) for e in doc if label in (None, e[2])}
+        p = {(i, *e) for i, doc in enumerate(pred_docs) for e in doc if label in (None, e[2])}
+        if label is not None and not g and not p:
+            assert label not in scores["per_type"]
+            continue
+        row = scores if label is None else scores["per_type"][label]
+        tp = len(g & p)
+        precision, recall = (tp / len(p) if p else 0.0), (tp / len(g) if g else 0.0)
+        f = 2 * precision * recall / (precision + recall) if tp else 0.0
+        assert (row["tp"], row["n_pred"], row["n_gold"]) == (tp, len(p), len(g))
+        assert row["p"] == round(100 * precision, 2) and row["r"] == round(100 * recall, 2)
+        assert row["f"] == pytest.approx(round(100 * f, 2), abs=1e-9)
+    assert scores["n_docs"] == n
+
+
+def test_gold_without_entity_annotation_means_no_entities() -> None:
+    """spaCy skips a reference that has no entity annotation at all; gold data has none there,
+    so a prediction on it is spurious."""
+    vocab = spacy.blank("en").vocab
+    gold = [Doc(vocab, words=WORDS), make_doc([(0, 2, "PER")])]
+    assert not gold[0].has_annotation("ENT_IOB")
+    pred = [make_doc([(9, 10, "MISC")]), make_doc([(0, 2, "PER")])]
+    scores = score_docs(gold, pred)
+    assert (scores["tp"], scores["n_pred"], scores["n_gold"]) == (1, 2, 1)
+    assert scores["p"] == 50.0 and scores["per_type"]["MISC"]["n_pred"] == 1
+
+
+def test_predict_corpus_sees_the_words_only() -> None:
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    gold = [make_doc([(0, 2, "PER")])]
+    (pred,) = predict_corpus(nlp, gold)
+    assert [t.text for t in pred] == WORDS and not pred.ents
+    assert pred.has_annotation("SENT_START")  # the pipeline ran
 
 
 @pytest.mark.parametrize(

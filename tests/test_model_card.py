@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from spacy_bert_ner.cli import app
 from spacy_bert_ner.model_card import describe_device, encoder_lowercases, model_card_meta
+from spacy_bert_ner.workflow_files import format_duration
 
 ROOT = Path(__file__).parent.parent
 TEST_SCORES = {
@@ -144,3 +145,30 @@ def test_package_meta_cli(uncased_encoder: str, tmp_path: Path) -> None:
     assert "python -m spacy train x.cfg" in meta["notes"] and ", 1 min from" not in meta["notes"]
     assert "400 steps in 3 epochs, 1 min;" in meta["notes"]
     assert "words/s (`spacy evaluate` on the test set, CPU" in meta["notes"]
+
+
+def test_package_meta_cli_names_bad_inputs(uncased_encoder: str, tmp_path: Path) -> None:
+    model = write_model(tmp_path / "model-best", uncased_encoder)
+    test_json = tmp_path / "test.json"
+    test_json.write_text(json.dumps(TEST_SCORES))
+    args = ["package-meta", str(model), str(test_json), str(tmp_path / "out.json")]
+    args += ["--name", "bert_ner", "--version", "0.1.0"]
+    test_json.write_text("[1, 2]")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "test.json: expected the evaluation scores as a JSON object, not list." in result.output
+    test_json.write_text(json.dumps(TEST_SCORES))
+    (model / "meta.json").write_text("{oops")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "meta.json: not valid JSON" in result.output
+    assert "expected the pipeline's meta.json." in result.output
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize(
+    "seconds,words",
+    [(None, "unknown"), (45.2, "45 s"), (61, "1 min"), (1860, "31 min"), (3725, "1 h 2 min")],
+)
+def test_training_time_in_words(seconds: Any, words: str) -> None:
+    assert format_duration(seconds) == words

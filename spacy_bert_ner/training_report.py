@@ -1,7 +1,7 @@
 """The training report: one self-contained HTML page with pictures of how training went.
 
 It reads what the workflow already wrote: the training log (`loggers.JSONLLogger`), the scores of
-`spacy evaluate` on dev and test, and the error analysis of `analyze` (`evaluation.analysis_json`),
+`spacy evaluate` on dev and test, and the errors.json of `analyze` (`evaluation.analysis`),
 and draws with matplotlib (the `workflow` extra):
 
 - dev F1 and training loss over the steps;
@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import srsly
-
-from .evaluation import ERROR_KIND_HELP, NO_LABEL
+from .evaluation.error_kinds import ERROR_KIND_HELP, NO_LABEL
 from .loggers import read_log
+from .workflow_files import format_duration, read_json_object
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -53,8 +52,8 @@ class ConfusionMatrix:
 
 
 def confusion_matrix(analysis: Dict[str, Any]) -> ConfusionMatrix:
-    """The confusion matrix of an error analysis (`evaluation.analysis_json`): the correct entities
-    per type come from its scores, the errors from its confusions."""
+    """The confusion matrix of an error analysis (`evaluation.analysis.analysis_json`): the
+    correct entities per type come from its scores, the errors from its confusions."""
     per_type = analysis["scores"]["per_type"]
     labels = set(per_type)
     for confusion in analysis["confusions"]:
@@ -306,34 +305,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "unknown"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
-
-
 STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:1100px}img{max-width:100%;display:block;"
     "margin:1em 0}table{border-collapse:collapse;margin:1em 0}td,th{padding:2px 10px;"
     "border-bottom:1px solid #ddd;text-align:left}code{background:#f4f4f4;padding:1px 4px;"
     "word-break:break-all}.ctx{font-size:90%}"
 )
-
-
-def _read_json(path: Union[str, Path], keys: Sequence[str], what: str) -> Dict[str, Any]:
-    """A JSON object with the given keys, or an error that names the file and what it should be."""
-    try:
-        data = srsly.read_json(path)
-    except ValueError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}).") from None
-    missing = [key for key in keys if not isinstance(data, dict) or key not in data]
-    if missing:
-        raise ValueError(f"{path}: no {', '.join(missing)}; expected {what}.")
-    return data
 
 
 def build_report(
@@ -351,12 +328,13 @@ def build_report(
     `errors_page` (the analysis' displaCy page) is linked relative to the report."""
     output_path = Path(output_path)
     log = read_log(log_path)
-    dev = _read_json(dev_path, ("ents_f",), "the scores `spacy evaluate` writes with --output")
-    test = _read_json(test_path, ("ents_f",), "the scores `spacy evaluate` writes with --output")
-    analysis = _read_json(
+    scores = "the scores `spacy evaluate` writes with --output"
+    dev = read_json_object(dev_path, scores, keys=("ents_f",))
+    test = read_json_object(test_path, scores, keys=("ents_f",))
+    analysis = read_json_object(
         analysis_path,
-        ("scores", "error_kinds", "confusions"),
         "the errors.json of `python -m spacy_bert_ner analyze`",
+        keys=("scores", "error_kinds", "confusions"),
     )
     curve = training_curve(log)
     matrix = confusion_matrix(analysis)
@@ -397,7 +375,7 @@ def build_report(
             f"{100 * float(test.get('ents_r') or 0):.2f}",
         ),
         ("evaluate speed (test)", f"{float(test.get('speed') or 0):,.0f} words/s"),
-        ("training time", _duration(curve.seconds)),
+        ("training time", format_duration(curve.seconds)),
         ("steps, evaluations", f"{curve.steps[-1] if n_evals else 0}, {n_evals}"),
     ]
     if best is not None:
