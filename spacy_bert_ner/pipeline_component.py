@@ -9,7 +9,7 @@ import warnings
 from collections import Counter
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy
 from spacy.attrs import ENT_IOB, IS_SPACE, ORTH
@@ -354,7 +354,8 @@ class BertNER(TrainablePipe):
             warnings.warn(MISALIGNED_WARNING, UserWarning, stacklevel=3)
         if unknown:
             self._warn_unknown_labels(unknown, "in this batch")
-        return self.model.ops.asarray1i(numpy.concatenate(ids) if ids else numpy.zeros(0, "int32"))
+        flat = numpy.concatenate(ids) if ids else numpy.zeros(0, dtype="int32")
+        return self.model.ops.asarray1i(cast(Ints1d, flat))
 
 
 def gold_tag_ids(
