@@ -173,14 +173,23 @@ def tags_to_spans(tags: Sequence[str]) -> List[Tuple[int, int, str]]:
 
 
 def decode(
-    probs: numpy.ndarray, tags: Sequence[str], constraints: Constraints, decoder: str = "viterbi"
+    probs: numpy.ndarray,
+    tags: Sequence[str],
+    constraints: Constraints,
+    decoder: str = "viterbi",
+    outside_bias: float = 0.0,
 ) -> List[Entity]:
     """Decode one document's tag probabilities into entities with confidences.
 
     An entity's score is the mean, over its tokens, of the probability the classifier gave to the
     decoded tag: the same "average" aggregation Hugging Face's token-classification pipeline uses.
+    `outside_bias` is subtracted from the log-probability of 'O' before decoding: above 0, tokens
+    the classifier is unsure about become entities (more recall, less precision); the scores are
+    the classifier's own probabilities either way.
     """
     log_probs = numpy.log(numpy.maximum(probs, _MIN_PROB))
+    if outside_bias:
+        log_probs[:, tags.index(OUTSIDE)] -= outside_bias
     path = greedy(log_probs, constraints)
     # The per-token best path is the best valid one whenever it is valid, as it mostly is for a
     # trained model; only the other documents need the dynamic program.

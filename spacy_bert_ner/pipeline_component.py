@@ -97,6 +97,7 @@ MISALIGNED_WARNING = (
         "model": DEFAULT_MODEL,
         "scheme": "BILUO",
         "decoder": "viterbi",
+        "outside_bias": 0.0,
         "overwrite_ents": True,
         "spans_key": "bert_ner",
         "scorer": {"@scorers": "spacy_bert_ner.ner_scorer.v1"},
@@ -109,6 +110,7 @@ def make_bert_ner(
     model: Model[List[Doc], List[Floats2d]],
     scheme: str,
     decoder: str,
+    outside_bias: float,
     overwrite_ents: bool,
     spans_key: str,
     scorer: Optional[Callable],
@@ -121,6 +123,9 @@ def make_bert_ner(
     scheme (str): Tag scheme, "BILUO" (default: it marks entity ends too) or "BIO".
     decoder (str): "viterbi" (default) finds the most probable *valid* tag sequence; "greedy"
         takes each token's most probable tag, for comparison.
+    outside_bias (float): Subtracted from the log-probability of the 'O' tag before decoding. 0
+        (default) decodes the classifier's probabilities as they are; above 0 trades precision for
+        recall (on a corpus where the model misses many entities, choose it on dev).
     overwrite_ents (bool): True (default) replaces `doc.ents`; False keeps the entities already
         there and adds only predicted ones that do not overlap them.
     spans_key (str): Key of the `doc.spans` group that receives every predicted entity, with
@@ -133,6 +138,7 @@ def make_bert_ner(
         name,
         scheme=scheme,
         decoder=decoder,
+        outside_bias=outside_bias,
         overwrite_ents=overwrite_ents,
         spans_key=spans_key,
         scorer=scorer,
@@ -150,6 +156,7 @@ class BertNER(TrainablePipe):
         *,
         scheme: str = "BILUO",
         decoder: str = "viterbi",
+        outside_bias: float = 0.0,
         overwrite_ents: bool = True,
         spans_key: str = "bert_ner",
         scorer: Optional[Callable] = score_ents,
@@ -164,6 +171,7 @@ class BertNER(TrainablePipe):
         self._unknown_labels_seen: set = set()
         # Run-time settings: taken from the config each time the pipeline is built or loaded.
         self.decoder = check_decoder(decoder)
+        self.outside_bias = float(outside_bias)
         self.overwrite_ents = overwrite_ents
         self.spans_key = spans_key
 
@@ -258,7 +266,7 @@ class BertNER(TrainablePipe):
                 probs = probs.copy()
                 probs[blank] = 0.0
                 probs[blank, outside] = 1.0
-            entities = decode(probs, tags, constraints, self.decoder)
+            entities = decode(probs, tags, constraints, self.decoder, self.outside_bias)
             self._set_doc_entities(doc, entities)
 
     def _set_doc_entities(self, doc: Doc, entities: List[Entity]) -> None:

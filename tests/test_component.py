@@ -230,11 +230,16 @@ def test_overwrite_ents(saved):
 
 
 def test_load_time_config_overrides_apply(saved):
-    overrides = {"components": {"bert_ner": {"overwrite_ents": False, "decoder": "greedy"}}}
+    overrides = {
+        "components": {
+            "bert_ner": {"overwrite_ents": False, "decoder": "greedy", "outside_bias": 1.5}
+        }
+    }
     nlp = spacy.load(saved, config=overrides)
     assert nlp.config["components"]["bert_ner"]["overwrite_ents"] is False
     ner = nlp.get_pipe("bert_ner")
     assert ner.decoder == "greedy"
+    assert ner.outside_bias == 1.5
     assert ner.overwrite_ents is False
     assert ner.cfg["scheme"] == "BILUO"  # describes the trained model: kept from disk
 

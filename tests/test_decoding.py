@@ -412,3 +412,18 @@ def test_decode_scores_property(problem, decoder):
         assert 0.0 <= entity.score <= 1.0
         expected = numpy.mean([probs[i, path[i]] for i in range(entity.start, entity.end)])
         assert entity.score == pytest.approx(expected)
+
+
+def test_outside_bias_trades_precision_for_recall():
+    tags = make_tags(["PER"], "BILUO")  # O, B-PER, I-PER, L-PER, U-PER
+    constraints = make_constraints(tags, "BILUO")
+    # Token 1 is more likely outside (0.6) than a one-token PER (0.4).
+    probs = numpy.array(
+        [[0.9, 0.02, 0.02, 0.02, 0.04], [0.6, 0.0, 0.0, 0.0, 0.4], [0.9, 0.02, 0.02, 0.02, 0.04]]
+    )
+    assert decode(probs, tags, constraints) == []
+    assert decode(probs, tags, constraints, outside_bias=0.3) == []  # log 0.6 - 0.3 > log 0.4
+    entities = decode(probs, tags, constraints, outside_bias=0.5)
+    assert [(e.start, e.end, e.label) for e in entities] == [(1, 2, "PER")]
+    assert entities[0].score == pytest.approx(0.4)  # the classifier's probability, not the bias
+    assert probs[1, 0] == 0.6  # the caller's array is left as it was
