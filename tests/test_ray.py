@@ -12,6 +12,7 @@ import spacy
 from synthetic import make_sentences
 
 from spacy_bert_ner.annotate import annotate
+from spacy_bert_ner.records import AnnotateOptions
 
 RAY = {"num_actors": 2, "cpus_per_actor": 0.5}
 
@@ -42,7 +43,9 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def local_output(pipeline_path: Path, source: Path, tmp_path_factory: pytest.TempPathFactory):
     output = tmp_path_factory.mktemp("local") / "out.jsonl"
-    annotate(spacy.load(pipeline_path), source, output, batch_size=8, on_error="skip")
+    annotate(
+        spacy.load(pipeline_path), source, output, AnnotateOptions(batch_size=8, on_error="skip")
+    )
     return read_jsonl(output)
 
 
@@ -68,7 +71,7 @@ def test_ray_output_identical_to_local_run(pipeline_path, source, local_output, 
 
     output = tmp_path / "ray.jsonl"
     stats = annotate_on_ray(
-        str(pipeline_path), source, output, batch_size=8, on_error="skip", **RAY
+        str(pipeline_path), source, output, AnnotateOptions(batch_size=8, on_error="skip", **RAY)
     )
     assert [(e.line, e.reason.split(":")[0]) for e in stats.skipped] == [(58, "invalid JSON")]
     assert stats.docs == 199
@@ -98,10 +101,8 @@ def test_killed_worker_loses_and_duplicates_nothing(pipeline_path, source, local
         str(pipeline_path),
         source,
         output,
-        batch_size=4,
-        on_error="skip",
+        AnnotateOptions(batch_size=4, on_error="skip", **RAY),
         progress=kill_one_actor,
-        **RAY,
     )
     assert killed, "no pipeline actor process was found to kill"
     assert stats.docs == 199
@@ -111,11 +112,16 @@ def test_killed_worker_loses_and_duplicates_nothing(pipeline_path, source, local
 def test_bad_record_stops_and_parquet_output(pipeline_path, source, local_output, tmp_path):
     import pyarrow.parquet
 
-    from spacy_bert_ner.annotate import RecordError
     from spacy_bert_ner.ray_engine import annotate_on_ray
+    from spacy_bert_ner.records import RecordError
 
     with pytest.raises(RecordError, match=r"in.jsonl:58: invalid JSON"):
-        annotate_on_ray(str(pipeline_path), source, tmp_path / "stop.jsonl", batch_size=8, **RAY)
+        annotate_on_ray(
+            str(pipeline_path),
+            source,
+            tmp_path / "stop.jsonl",
+            AnnotateOptions(batch_size=8, **RAY),
+        )
     # Everything before the bad record was written, in order, and the run can resume after fixing.
     assert [r["id"] for r in read_jsonl(tmp_path / "stop.jsonl")] == list(range(57))
 
@@ -124,10 +130,7 @@ def test_bad_record_stops_and_parquet_output(pipeline_path, source, local_output
         str(pipeline_path),
         source,
         output,
-        output_format="parquet",
-        on_error="skip",
-        batch_size=8,
-        **RAY,
+        AnnotateOptions(output_format="parquet", on_error="skip", batch_size=8, **RAY),
     )
     table = pyarrow.parquet.read_table(output).to_pylist()
     assert [row["line"] for row in table] == [n for n in range(1, 201) if n != 58]
@@ -141,14 +144,16 @@ def test_too_few_cpus_is_a_clear_error(pipeline_path, source, tmp_path):
     from spacy_bert_ner.ray_engine import annotate_on_ray
 
     with pytest.raises(ValueError, match="Lower --num-actors or --cpus-per-actor"):
-        annotate_on_ray(str(pipeline_path), source, tmp_path / "o.jsonl", num_actors=2)
+        annotate_on_ray(
+            str(pipeline_path), source, tmp_path / "o.jsonl", AnnotateOptions(num_actors=2)
+        )
 
 
 def test_records_the_pipeline_cannot_take_are_skipped(pipeline_path, tmp_path):
     """Lone surrogates and texts over nlp.max_length cost only their record, not their batch;
     an existing output needs --overwrite."""
-    from spacy_bert_ner.annotate import AnnotateError
     from spacy_bert_ner.ray_engine import annotate_on_ray
+    from spacy_bert_ner.records import AnnotateError
 
     source = tmp_path / "in.jsonl"
     lines = [json.dumps({"id": i, "text": f"john smith visited paris {i} ."}) for i in range(6)]
@@ -158,10 +163,13 @@ def test_records_the_pipeline_cannot_take_are_skipped(pipeline_path, tmp_path):
     output = tmp_path / "out.jsonl"
     output.write_text("precious\n")
     with pytest.raises(AnnotateError, match="already exists"):
-        annotate_on_ray(str(pipeline_path), source, output, on_error="skip", **RAY)
+        annotate_on_ray(str(pipeline_path), source, output, AnnotateOptions(on_error="skip", **RAY))
     assert output.read_text() == "precious\n"
     stats = annotate_on_ray(
-        str(pipeline_path), source, output, on_error="skip", overwrite=True, batch_size=2, **RAY
+        str(pipeline_path),
+        source,
+        output,
+        AnnotateOptions(on_error="skip", overwrite=True, batch_size=2, **RAY),
     )
     assert [(e.line, e.reason.split(" ")[1]) for e in stats.skipped] == [(2, "lone"), (5, "text")]
     assert [r["id"] for r in read_jsonl(output)] == [0, 2, 3, 5]
