@@ -25,6 +25,7 @@ from .records import (
     Record,
     RecordError,
     annotated,
+    check_paths,
     input_format,
     open_input,
     open_writer,
@@ -194,6 +195,7 @@ def annotate_on_ray(
     node can load) run by `options.num_actors` Ray actors; the local engine's options are
     refused. The input is a local path, read by a Ray task on the driver's node."""
     options.check("ray")
+    check_paths(input_path, output_path)  # before Ray starts, so a mistake costs no start-up
     require_ray()
     import ray
 
