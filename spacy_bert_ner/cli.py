@@ -1,7 +1,7 @@
 """Command line: `python -m spacy_bert_ner COMMAND` (also used by the project's project.yml)."""
 
 from pathlib import Path
-from typing import Any, Callable, Dict, NoReturn, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import spacy
 import srsly
@@ -9,23 +9,14 @@ import typer
 from tqdm import tqdm
 from wasabi import msg
 
-from .annotate import (
-    INPUT_FORMATS,
-    ON_ERROR,
-    AnnotateError,
-    AnnotateStats,
-    RecordError,
-    annotate,
-    check_paths,
-    check_settings,
-)
+from .annotate import annotate_model
 from .convert import ConversionStats, convert
 from .evaluation.analysis import analyze
-from .inference import load
 from .model_card import package_meta
+from .ray_engine import annotate_on_ray
+from .records import AnnotateError, AnnotateOptions, RecordError
+from .runtime import SetupError, load_pipeline
 from .training_report import build_report
-
-ENGINES = ("local", "ray")
 
 app = typer.Typer(name="spacy_bert_ner", no_args_is_help=True, add_completion=False)
 
@@ -201,77 +192,36 @@ def annotate_cli(
 ) -> None:
     """Annotate plain text (one doc per line) or JSONL records ("text" field; other fields are
     kept), optionally gzipped, into JSONL with each record's entities."""
-    if file_format not in INPUT_FORMATS or on_error not in ON_ERROR or engine not in ENGINES:
-        fail(
-            ValueError(
-                f"--format takes {INPUT_FORMATS}, --on-error {ON_ERROR}, --engine {ENGINES}."
-            )
-        )
-    check_engine_options(
-        engine,
-        {"--gpu-id": (gpu_id, -1), "--n-process": (n_process, 1)},
-        {
-            "--ray-address": (ray_address, None),
-            "--num-actors": (num_actors, 2),
-            "--cpus-per-actor": (cpus_per_actor, 1.0),
-            "--gpus-per-actor": (gpus_per_actor, 0.0),
-            "--output-format": (output_format, "jsonl"),
-        },
+    options = AnnotateOptions(
+        file_format=file_format,
+        batch_size=batch_size,
+        on_error=on_error,
+        resume=resume,
+        overwrite=overwrite,
+        quantized=quantized,
+        gpu_id=gpu_id,
+        n_process=n_process,
+        address=ray_address,
+        num_actors=num_actors,
+        cpus_per_actor=cpus_per_actor,
+        gpus_per_actor=gpus_per_actor,
+        output_format=output_format,
     )
-    if quantized and (gpu_id >= 0 or gpus_per_actor > 0):
-        fail(ValueError("--quantize is for CPU inference (int8 on the CPU): drop it or the GPU."))
     try:
-        check_settings(batch_size, n_process, on_error)
-    except AnnotateError as err:
+        options.check(engine)  # before the progress bar, so a mistake prints one line alone
+        run = annotate_on_ray if engine == "ray" else annotate_model
+        with tqdm(unit=" docs", desc="Annotating", disable=None) as bar:
+            stats = run(model, input_path, output_path, options, progress=bar.update)
+    except RecordError as err:
+        msg.fail("Stopped at a bad record (pass --on-error skip to skip such records)")
+        typer.echo(str(err), err=True)
+        msg.info(
+            "The output is complete up to the record before it: rerun with --resume "
+            "--on-error skip to skip it and go on, or fix it and rerun with --overwrite."
+        )
+        raise typer.Exit(1) from None
+    except (AnnotateError, SetupError) as err:
         fail(err)
-    with tqdm(unit=" docs", desc="Annotating", disable=None) as bar:
-        try:
-            if engine == "ray":
-                stats = run_on_ray(
-                    model,
-                    input_path,
-                    output_path,
-                    file_format=file_format,
-                    output_format=output_format,
-                    batch_size=batch_size or 64,
-                    num_actors=num_actors,
-                    cpus_per_actor=cpus_per_actor,
-                    gpus_per_actor=gpus_per_actor,
-                    on_error=on_error,
-                    resume=resume,
-                    overwrite=overwrite,
-                    quantized=quantized,
-                    address=ray_address,
-                    progress=bar.update,
-                )
-            else:
-                check_paths(input_path, output_path)
-                if gpu_id >= 0:
-                    use_gpu(gpu_id)
-                stats = annotate(
-                    load_pipeline(model, quantized),
-                    input_path,
-                    output_path,
-                    file_format=file_format,
-                    batch_size=batch_size,
-                    n_process=n_process,
-                    on_error=on_error,
-                    resume=resume,
-                    overwrite=overwrite,
-                    progress=bar.update,
-                )
-        except RecordError as err:
-            bar.close()
-            msg.fail("Stopped at a bad record (pass --on-error skip to skip such records)")
-            typer.echo(str(err), err=True)
-            msg.info(
-                "The output is complete up to the record before it: rerun with --resume "
-                "--on-error skip to skip it and go on, or fix it and rerun with --overwrite."
-            )
-            raise typer.Exit(1) from None
-        except AnnotateError as err:
-            bar.close()
-            fail(err)
     if stats.resumed_after_line:
         msg.info(f"Resumed after input line {stats.resumed_after_line}")
     for skipped in stats.skipped:
@@ -280,49 +230,6 @@ def annotate_cli(
         f"Annotated {stats.docs} docs ({stats.entities} entities) into {output_path}; "
         f"skipped {len(stats.skipped)} bad records"
     )
-
-
-def check_engine_options(
-    engine: str, local_options: Dict[str, Any], ray_options: Dict[str, Any]
-) -> None:
-    """Refuse options the chosen engine would silently ignore: {name: (value, default)} of each
-    engine's options; the default is fine."""
-    unused = ray_options if engine == "local" else local_options
-    given = [name for name, (value, default) in unused.items() if value != default]
-    if given:
-        other = "ray" if engine == "local" else "local"
-        fail(
-            ValueError(
-                f"{', '.join(given)} only apply to --engine {other}, not --engine {engine}: "
-                "drop them or change the engine."
-            )
-        )
-
-
-def load_pipeline(model: str, quantized: bool = False) -> Any:
-    """`inference.load`, with a one-line message for a name that is no pipeline."""
-    try:
-        return load(model, quantized=quantized)
-    except OSError as err:
-        fail(
-            OSError(
-                f"Can't load the pipeline {model!r}: it is neither an installed pipeline package "
-                f"nor a pipeline directory ({str(err).splitlines()[0]})."
-            )
-        )
-
-
-def use_gpu(gpu_id: int) -> None:
-    """`spacy.require_gpu`, with a one-line message when no GPU (or CuPy) is there."""
-    try:
-        spacy.require_gpu(gpu_id)
-    except Exception as err:
-        fail(
-            ValueError(
-                f"--gpu-id {gpu_id}: no usable GPU ({err}). Install CuPy for your CUDA version "
-                "(pip install cupy-cuda12x) and PyTorch with CUDA, or drop --gpu-id for the CPU."
-            )
-        )
 
 
 @app.command("analyze")
@@ -342,9 +249,10 @@ def analyze_cli(
     """Error analysis of a pipeline on gold data: P/R/F overall and per type, the most frequent
     confusions (type, boundary, missed, spurious) with examples, each predicted entity's confidence
     and whether it was right (for a bert_ner pipeline), and a displaCy page of errors."""
-    if gpu_id >= 0:
-        use_gpu(gpu_id)
-    nlp = load_pipeline(model)
+    try:
+        nlp = load_pipeline(model, gpu_id=gpu_id)
+    except SetupError as err:
+        fail(err)
     try:
         analyze(
             nlp,
@@ -359,15 +267,3 @@ def analyze_cli(
         )
     except ValueError as err:  # gold data that cannot be read, named with its file
         fail(err)
-
-
-def run_on_ray(*args: Any, **kwargs: Any) -> AnnotateStats:
-    """The Ray engine, imported only when asked for, with a clear error if Ray is missing."""
-    try:
-        import pyarrow  # noqa: F401
-        import ray.data  # noqa: F401
-
-        from .ray_engine import annotate_on_ray
-    except ImportError as err:
-        fail(ImportError(f"--engine ray needs Ray Data: pip install 'spacy-bert-ner[ray]' ({err})"))
-    return annotate_on_ray(*args, **kwargs)

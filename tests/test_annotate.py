@@ -8,14 +8,15 @@ import spacy
 from spacy.language import Language
 from typer.testing import CliRunner
 
-from spacy_bert_ner.annotate import (
+from spacy_bert_ner.annotate import annotate
+from spacy_bert_ner.cli import app
+from spacy_bert_ner.records import (
     AnnotateError,
+    AnnotateOptions,
     RecordError,
     TruncatedInputError,
-    annotate,
     input_format,
 )
-from spacy_bert_ner.cli import app
 
 TEXTS = [
     "john smith works for acme corp in paris .",
@@ -49,7 +50,7 @@ def ents(record: Dict[str, Any]) -> List[tuple]:
 def test_plain_text_lines(nlp, tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("\n".join(TEXTS) + "\n", encoding="utf8")
-    stats = annotate(nlp, source, tmp_path / "out.jsonl", batch_size=2)
+    stats = annotate(nlp, source, tmp_path / "out.jsonl", AnnotateOptions(batch_size=2))
     out = read_jsonl(tmp_path / "out.jsonl")
     assert [r["text"] for r in out] == TEXTS
     assert [ents(r) for r in out] == EXPECTED
@@ -90,7 +91,9 @@ def test_bad_record_stops_by_default(nlp, tmp_path):
 
 
 def test_bad_records_skipped_and_counted(nlp, tmp_path):
-    stats = annotate(nlp, bad_input(tmp_path), tmp_path / "out.jsonl", on_error="skip")
+    stats = annotate(
+        nlp, bad_input(tmp_path), tmp_path / "out.jsonl", AnnotateOptions(on_error="skip")
+    )
     assert [(e.line, e.reason.split(":")[0].split(" (")[0]) for e in stats.skipped] == [
         (2, "invalid JSON"),
         (3, 'expected a JSON object with a string "text" field.'),
@@ -112,17 +115,17 @@ def test_interrupted_run_resumes_without_duplicates(nlp, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        annotate(nlp, source, output, batch_size=4, progress=interrupt)
+        annotate(nlp, source, output, AnnotateOptions(batch_size=4), progress=interrupt)
     # A half-written line at the end, as a kill during a write would leave.
     with open(output, "a", encoding="utf8") as f:
         f.write('{"text": "partial')
     assert len(output.read_text().splitlines()) == 9
-    stats = annotate(nlp, source, output, batch_size=4, resume=True)
+    stats = annotate(nlp, source, output, AnnotateOptions(batch_size=4, resume=True))
     assert stats.resumed_after_line == 8
     out = read_jsonl(output)
     assert [r["text"] for r in out] == texts
     uninterrupted = tmp_path / "full.jsonl"
-    annotate(nlp, source, uninterrupted, batch_size=4)
+    annotate(nlp, source, uninterrupted, AnnotateOptions(batch_size=4))
     full = read_jsonl(uninterrupted)
     assert [ents(r) for r in out] == [ents(r) for r in full]
     # Batches differ after the resume, so padding differs: scores agree up to float noise.
@@ -186,12 +189,14 @@ def test_existing_output_needs_resume_or_overwrite(nlp, tmp_path):
         annotate(nlp, write_lines(tmp_path / "other.txt", TEXTS[:1]), output)
     assert output.read_bytes() == complete
     # Resuming a complete run adds nothing; --overwrite starts again (and records a new progress).
-    stats = annotate(nlp, source, output, resume=True)
+    stats = annotate(nlp, source, output, AnnotateOptions(resume=True))
     assert (stats.docs, stats.resumed_after_line, output.read_bytes()) == (0, 5, complete)
-    annotate(nlp, write_lines(tmp_path / "other.txt", TEXTS[:1]), output, overwrite=True)
+    annotate(
+        nlp, write_lines(tmp_path / "other.txt", TEXTS[:1]), output, AnnotateOptions(overwrite=True)
+    )
     assert len(read_jsonl(output)) == 1
     with pytest.raises(AnnotateError, match="pass only one"):
-        annotate(nlp, source, output, resume=True, overwrite=True)
+        annotate(nlp, source, output, AnnotateOptions(resume=True, overwrite=True))
 
 
 def test_resume_checks_the_progress_record(nlp, tmp_path):
@@ -203,25 +208,25 @@ def test_resume_checks_the_progress_record(nlp, tmp_path):
     # A different input (same name, other content).
     other = write_lines(tmp_path / "in.txt", [*TEXTS, "one more line ."])
     with pytest.raises(AnnotateError, match="was written for the input .* differs"):
-        annotate(nlp, other, output, resume=True)
+        annotate(nlp, other, output, AnnotateOptions(resume=True))
     write_lines(source, TEXTS)
     # The output shorter than the progress record vouches for (replaced or truncated).
     output.write_bytes(complete[:10])
     with pytest.raises(AnnotateError, match="truncated or replaced"):
-        annotate(nlp, source, output, resume=True)
+        annotate(nlp, source, output, AnnotateOptions(resume=True))
     assert output.read_bytes() == complete[:10]
     # The output deleted, the progress record kept.
     output.unlink()
     with pytest.raises(AnnotateError, match="the output is missing"):
-        annotate(nlp, source, output, resume=True)
+        annotate(nlp, source, output, AnnotateOptions(resume=True))
     # An output without progress record.
     output.write_bytes(complete)
     progress.unlink()
     with pytest.raises(AnnotateError, match="no progress record"):
-        annotate(nlp, source, output, resume=True)
+        annotate(nlp, source, output, AnnotateOptions(resume=True))
     progress.write_text("{not json")
     with pytest.raises(AnnotateError, match="not a readable progress record"):
-        annotate(nlp, source, output, resume=True)
+        annotate(nlp, source, output, AnnotateOptions(resume=True))
     assert output.read_bytes() == complete
 
 
@@ -229,7 +234,7 @@ def test_bad_settings_refused(nlp, tmp_path, pipeline_path):
     source = write_lines(tmp_path / "in.txt", TEXTS)
     for kwargs in ({"batch_size": 0}, {"batch_size": -5}, {"n_process": 0}):
         with pytest.raises(AnnotateError, match="must be"):
-            annotate(nlp, source, tmp_path / "out.jsonl", **kwargs)
+            annotate(nlp, source, tmp_path / "out.jsonl", AnnotateOptions(**kwargs))
     for option in (["--batch-size", "0"], ["--batch-size", "-5"], ["--n-process", "0"]):
         result = invoke("annotate", pipeline_path, source, tmp_path / "o.jsonl", *option)
         assert result.exit_code == 1 and "must be" in result.output
@@ -250,9 +255,9 @@ def test_skip_survives_records_the_pipeline_cannot_take(nlp, tmp_path):
     max_length = nlp.max_length
     nlp.max_length = 100
     try:
-        stats = annotate(nlp, source, output, on_error="skip", batch_size=8)
+        stats = annotate(nlp, source, output, AnnotateOptions(on_error="skip", batch_size=8))
         with pytest.raises(RecordError, match=r"in.jsonl:2: a lone surrogate"):
-            annotate(nlp, source, tmp_path / "stop.jsonl", batch_size=8)
+            annotate(nlp, source, tmp_path / "stop.jsonl", AnnotateOptions(batch_size=8))
     finally:
         nlp.max_length = max_length
     assert [(e.line, e.reason.split(" ")[1]) for e in stats.skipped] == [
@@ -282,14 +287,16 @@ def test_pipeline_failure_falls_back_to_single_records(pipeline_path, tmp_path):
     texts[3] = "john boom"
     texts[8] = "boom again"
     source = write_lines(tmp_path / "in.txt", texts)
-    stats = annotate(nlp, source, tmp_path / "out.jsonl", on_error="skip", batch_size=4)
+    stats = annotate(
+        nlp, source, tmp_path / "out.jsonl", AnnotateOptions(on_error="skip", batch_size=4)
+    )
     assert [(e.line, e.reason) for e in stats.skipped] == [
         (n, "the pipeline failed on this record (RuntimeError: exploded).") for n in (4, 9)
     ]
     good = [t for i, t in enumerate(texts) if i not in (3, 8)]
     assert [r["text"] for r in read_jsonl(tmp_path / "out.jsonl")] == good
     with pytest.raises(RecordError, match="in.txt:4: the pipeline failed"):
-        annotate(nlp, source, tmp_path / "stop.jsonl", batch_size=4)
+        annotate(nlp, source, tmp_path / "stop.jsonl", AnnotateOptions(batch_size=4))
     assert [r["text"] for r in read_jsonl(tmp_path / "stop.jsonl")] == texts[:3]
 
 
@@ -300,7 +307,7 @@ def test_truncated_gzip_keeps_what_was_decoded(nlp, tmp_path, pipeline_path):
     source.write_bytes(data[: len(data) // 2])
     output = tmp_path / "out.jsonl"
     with pytest.raises(TruncatedInputError, match=r"in.txt.gz:\d+: the compressed input") as err:
-        annotate(nlp, source, output, batch_size=1000)
+        annotate(nlp, source, output, AnnotateOptions(batch_size=1000))
     written = [r["text"] for r in read_jsonl(output)]
     assert written and written == texts[: len(written)]
     assert f"lines 1-{len(written)} were read" in str(err.value)
@@ -371,6 +378,7 @@ from pathlib import Path
 import spacy, torch
 
 from spacy_bert_ner.annotate import annotate
+from spacy_bert_ner.records import AnnotateOptions
 
 if __name__ == "__main__":
     pipeline, source, output, method = sys.argv[1:]
@@ -381,7 +389,8 @@ if __name__ == "__main__":
     x = torch.ones(1000, 1000)
     (x @ x).sum()
     torch.ones(10**6).sin().sum()
-    stats = annotate(spacy.load(pipeline), Path(source), Path(output), n_process=2, batch_size=4)
+    options = AnnotateOptions(n_process=2, batch_size=4)
+    stats = annotate(spacy.load(pipeline), Path(source), Path(output), options)
     print("docs", stats.docs)
 """
 
@@ -405,20 +414,64 @@ def test_n_process_2(nlp, pipeline_path, tmp_path, method):
     assert "docs 24" in done.stdout
     out = read_jsonl(output)
     assert [r["text"] for r in out] == texts
-    annotate(nlp, source, tmp_path / "single.jsonl", batch_size=4)
+    annotate(nlp, source, tmp_path / "single.jsonl", AnnotateOptions(batch_size=4))
     assert [ents(r) for r in out] == [ents(r) for r in read_jsonl(tmp_path / "single.jsonl")]
 
 
 def test_input_read_error_is_not_a_pipeline_failure(nlp, tmp_path, monkeypatch):
     """An error reading the input propagates; it is not retried as a pipeline failure and does
     not end the run as if the input were complete."""
-    from spacy_bert_ner import annotate as annotate_module
+    from spacy_bert_ner import records
 
     source = write_lines(tmp_path / "in.txt", TEXTS)
 
     def unreadable(path):
         raise PermissionError(f"{path}: permission denied")
 
-    monkeypatch.setattr(annotate_module, "open_input", unreadable)
+    monkeypatch.setattr(records, "open_input", unreadable)
     with pytest.raises(PermissionError):
-        annotate(nlp, source, tmp_path / "out.jsonl", on_error="skip")
+        annotate(nlp, source, tmp_path / "out.jsonl", AnnotateOptions(on_error="skip"))
+
+
+def test_ray_driver_writes_lines_delivered_twice_once(tmp_path):
+    """After a worker dies, Ray re-runs its batch, so rows the driver already wrote may come again:
+    the Ray engine's driver loop (run here without Ray) writes each line once, counts the repeats,
+    and counts the lines a restarted actor annotated."""
+    from spacy_bert_ner.ray_engine import write_rows
+    from spacy_bert_ner.records import AnnotatedOutput, ResumableWriter
+
+    source = write_lines(tmp_path / "in.txt", ["a", "b", "c", "d"])
+
+    def row(line: int, restarted: bool = False, error: str = "") -> Dict[str, Any]:
+        output = "" if error else json.dumps({"text": "abcd"[line - 1], "entities": []})
+        return {"line": line, "output": output, "error": error, "restarted": restarted}
+
+    rows = [row(1), row(2), row(1, True), row(2, True), row(3, True, "invalid JSON."), row(4, True)]
+    writer = ResumableWriter(tmp_path / "out.jsonl", False, input_path=source)
+    output = AnnotatedOutput(writer, chunk_size=2, on_error="skip")
+    stats = output.run(lambda: (write_rows(rows, output, source), None))
+    assert [r["text"] for r in read_jsonl(tmp_path / "out.jsonl")] == ["a", "b", "d"]
+    assert (stats.docs, stats.redelivered, stats.restarted_lines) == (3, 2, 2)
+    assert [(e.line, e.reason) for e in stats.skipped] == [(3, "invalid JSON.")]
+    # The progress record vouches for the whole input, the skipped line included.
+    assert json.loads((tmp_path / "out.jsonl.progress").read_text())["line"] == 4
+
+
+def test_both_writers_share_one_interface(tmp_path):
+    """Each output format is an OutputWriter: the engines write through its two methods only."""
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet
+
+    from spacy_bert_ner.records import Annotated, OutputWriter, open_writer
+
+    source = write_lines(tmp_path / "in.txt", ["x", "y"])
+    chunk = [Annotated(2, json.dumps({"text": "y", "entities": []}))]
+    for output_format in ("jsonl", "parquet"):
+        path = tmp_path / f"out.{output_format}"
+        writer = open_writer(source, path, AnnotateOptions(output_format=output_format))
+        assert isinstance(writer, OutputWriter) and writer.resumed_after_line == 0
+        writer.write(chunk, 2)
+        writer.close()
+    assert read_jsonl(tmp_path / "out.jsonl") == [{"text": "y", "entities": []}]
+    rows = pyarrow.parquet.read_table(tmp_path / "out.parquet").to_pylist()
+    assert [(r["line"], r["text"], r["entities"]) for r in rows] == [(2, "y", [])]

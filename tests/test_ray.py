@@ -4,6 +4,8 @@ CPU each, and one CPU for the reading task)."""
 import json
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -12,6 +14,7 @@ import spacy
 from synthetic import make_sentences
 
 from spacy_bert_ner.annotate import annotate
+from spacy_bert_ner.records import AnnotateOptions
 
 RAY = {"num_actors": 2, "cpus_per_actor": 0.5}
 
@@ -42,7 +45,9 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def local_output(pipeline_path: Path, source: Path, tmp_path_factory: pytest.TempPathFactory):
     output = tmp_path_factory.mktemp("local") / "out.jsonl"
-    annotate(spacy.load(pipeline_path), source, output, batch_size=8, on_error="skip")
+    annotate(
+        spacy.load(pipeline_path), source, output, AnnotateOptions(batch_size=8, on_error="skip")
+    )
     return read_jsonl(output)
 
 
@@ -68,7 +73,7 @@ def test_ray_output_identical_to_local_run(pipeline_path, source, local_output, 
 
     output = tmp_path / "ray.jsonl"
     stats = annotate_on_ray(
-        str(pipeline_path), source, output, batch_size=8, on_error="skip", **RAY
+        str(pipeline_path), source, output, AnnotateOptions(batch_size=8, on_error="skip", **RAY)
     )
     assert [(e.line, e.reason.split(":")[0]) for e in stats.skipped] == [(58, "invalid JSON")]
     assert stats.docs == 199
@@ -78,44 +83,63 @@ def test_ray_output_identical_to_local_run(pipeline_path, source, local_output, 
 
 
 def test_killed_worker_loses_and_duplicates_nothing(pipeline_path, source, local_output, tmp_path):
+    """A pipeline actor killed while it annotates a batch is restarted by Ray, which runs the
+    batch again: the output still holds each record once, in order. The run's stats prove that a
+    restarted actor annotated records, so the retry really happened; the driver's dropping of
+    lines delivered twice is tested without Ray in test_annotate.py."""
     import psutil
 
     from spacy_bert_ner.ray_engine import annotate_on_ray
 
     killed: List[int] = []
+    done = threading.Event()
 
-    def kill_one_actor(_: int) -> None:
-        if killed:
-            return
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            if "RayAnnotator" in " ".join(proc.info["cmdline"] or []):
-                os.kill(proc.info["pid"], signal.SIGKILL)
-                killed.append(proc.info["pid"])
-                return
+    def kill_a_busy_actor() -> None:
+        """Kill the first actor seen annotating a batch (Ray titles its process "...submit"
+        then; an idle actor would leave Ray nothing to run again)."""
+        while not done.is_set():
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                title = " ".join(proc.info["cmdline"] or [])
+                if "RayAnnotator" in title and ".submit" in title:
+                    os.kill(proc.info["pid"], signal.SIGKILL)
+                    killed.append(proc.info["pid"])
+                    return
+            time.sleep(0.005)
 
+    killer = threading.Thread(target=kill_a_busy_actor, daemon=True)
+    killer.start()
     output = tmp_path / "ray.jsonl"
-    stats = annotate_on_ray(
-        str(pipeline_path),
-        source,
-        output,
-        batch_size=4,
-        on_error="skip",
-        progress=kill_one_actor,
-        **RAY,
-    )
-    assert killed, "no pipeline actor process was found to kill"
-    assert stats.docs == 199
-    assert_same(read_jsonl(output), local_output)
+    try:
+        stats = annotate_on_ray(
+            str(pipeline_path),
+            source,
+            output,
+            AnnotateOptions(batch_size=4, on_error="skip", **RAY),
+        )
+    finally:
+        done.set()
+        killer.join()
+    assert killed, "no pipeline actor was seen annotating a batch, to kill"
+    assert stats.restarted_lines > 0, "no record was annotated by a restarted actor"
+    records = read_jsonl(output)
+    assert [r["id"] for r in records] == [i for i in range(200) if i != 57]
+    assert (stats.docs, [e.line for e in stats.skipped]) == (199, [58])
+    assert_same(records, local_output)
 
 
 def test_bad_record_stops_and_parquet_output(pipeline_path, source, local_output, tmp_path):
     import pyarrow.parquet
 
-    from spacy_bert_ner.annotate import RecordError
     from spacy_bert_ner.ray_engine import annotate_on_ray
+    from spacy_bert_ner.records import RecordError
 
     with pytest.raises(RecordError, match=r"in.jsonl:58: invalid JSON"):
-        annotate_on_ray(str(pipeline_path), source, tmp_path / "stop.jsonl", batch_size=8, **RAY)
+        annotate_on_ray(
+            str(pipeline_path),
+            source,
+            tmp_path / "stop.jsonl",
+            AnnotateOptions(batch_size=8, **RAY),
+        )
     # Everything before the bad record was written, in order, and the run can resume after fixing.
     assert [r["id"] for r in read_jsonl(tmp_path / "stop.jsonl")] == list(range(57))
 
@@ -124,10 +148,7 @@ def test_bad_record_stops_and_parquet_output(pipeline_path, source, local_output
         str(pipeline_path),
         source,
         output,
-        output_format="parquet",
-        on_error="skip",
-        batch_size=8,
-        **RAY,
+        AnnotateOptions(output_format="parquet", on_error="skip", batch_size=8, **RAY),
     )
     table = pyarrow.parquet.read_table(output).to_pylist()
     assert [row["line"] for row in table] == [n for n in range(1, 201) if n != 58]
@@ -141,14 +162,16 @@ def test_too_few_cpus_is_a_clear_error(pipeline_path, source, tmp_path):
     from spacy_bert_ner.ray_engine import annotate_on_ray
 
     with pytest.raises(ValueError, match="Lower --num-actors or --cpus-per-actor"):
-        annotate_on_ray(str(pipeline_path), source, tmp_path / "o.jsonl", num_actors=2)
+        annotate_on_ray(
+            str(pipeline_path), source, tmp_path / "o.jsonl", AnnotateOptions(num_actors=2)
+        )
 
 
 def test_records_the_pipeline_cannot_take_are_skipped(pipeline_path, tmp_path):
     """Lone surrogates and texts over nlp.max_length cost only their record, not their batch;
     an existing output needs --overwrite."""
-    from spacy_bert_ner.annotate import AnnotateError
     from spacy_bert_ner.ray_engine import annotate_on_ray
+    from spacy_bert_ner.records import AnnotateError
 
     source = tmp_path / "in.jsonl"
     lines = [json.dumps({"id": i, "text": f"john smith visited paris {i} ."}) for i in range(6)]
@@ -158,10 +181,13 @@ def test_records_the_pipeline_cannot_take_are_skipped(pipeline_path, tmp_path):
     output = tmp_path / "out.jsonl"
     output.write_text("precious\n")
     with pytest.raises(AnnotateError, match="already exists"):
-        annotate_on_ray(str(pipeline_path), source, output, on_error="skip", **RAY)
+        annotate_on_ray(str(pipeline_path), source, output, AnnotateOptions(on_error="skip", **RAY))
     assert output.read_text() == "precious\n"
     stats = annotate_on_ray(
-        str(pipeline_path), source, output, on_error="skip", overwrite=True, batch_size=2, **RAY
+        str(pipeline_path),
+        source,
+        output,
+        AnnotateOptions(on_error="skip", overwrite=True, batch_size=2, **RAY),
     )
     assert [(e.line, e.reason.split(" ")[1]) for e in stats.skipped] == [(2, "lone"), (5, "text")]
     assert [r["id"] for r in read_jsonl(output)] == [0, 2, 3, 5]

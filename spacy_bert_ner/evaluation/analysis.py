@@ -11,7 +11,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from wasabi import msg
 
-from ..annotate import pipeline_spans_key
+from ..records import pipeline_spans_key
 from ..scorer import EntitySpan, doc_spans
 from .corpus import predict_corpus, read_gold_docs
 from .error_kinds import ERROR_KIND_HELP, ErrorReport, compare, error_sentence
