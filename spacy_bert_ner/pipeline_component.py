@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy
-from spacy.attrs import ENT_IOB, IS_SPACE, ORTH
+from spacy.attrs import ENT_IOB, IDX, IS_SPACE, LENGTH, ORTH
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span, SpanGroup
@@ -384,22 +384,14 @@ def gold_tag_ids(
     gold_outside = y.to_array(ENT_IOB) == IOB_OUTSIDE
     if _same_tokens(x, y):
         # Converted data keeps its tokens: no alignment needed.
-        outside = gold_outside
-        ents = [(ent.start, ent.end, ent.label_) for ent in y.ents]
-        misaligned = False
+        outside, ents, misaligned = (
+            gold_outside,
+            [(e.start, e.end, e.label_) for e in y.ents],
+            False,
+        )
     else:
-        # A predicted token is outside if every reference token it overlaps is.
-        x2y = eg.alignment.x2y
-        # (spaCy's x2y can hold an extra, empty entry past the last token after whitespace.)
-        lengths = numpy.asarray(x2y.lengths)[: len(x)]
-        outside = numpy.zeros(len(x), dtype=bool)
-        aligned = lengths > 0
-        if aligned.any():
-            starts = (numpy.cumsum(lengths) - lengths)[aligned]
-            outside[aligned] = numpy.minimum.reduceat(gold_outside[numpy.asarray(x2y.data)], starts)
-        aligned_ents = eg.get_aligned_spans_y2x(y.ents, allow_overlap=False)
-        ents = [(ent.start, ent.end, ent.label_) for ent in aligned_ents]
-        misaligned = len(aligned_ents) < len(y.ents)
+        aligned = _align_by_characters(x, y, gold_outside)
+        outside, ents, misaligned = aligned if aligned else _align_with_spacy(eg, gold_outside)
     ids[outside | x.to_array(IS_SPACE).astype(bool)] = tag_ids["O"]
     for start, end, label in ents:
         begin, inside, last, unit = (
@@ -418,8 +410,68 @@ def gold_tag_ids(
     return ids, misaligned
 
 
+# A predicted token's gold tag: whether it is outside every entity, and the aligned entities as
+# (start, end, label) spans of predicted tokens; whether some gold entity could not be aligned.
+Aligned = Tuple[numpy.ndarray, List[Tuple[int, int, str]], bool]
+
+
 def _same_tokens(x: Doc, y: Doc) -> bool:
     return len(x) == len(y) and bool(numpy.array_equal(x.to_array(ORTH), y.to_array(ORTH)))
+
+
+def _align_by_characters(x: Doc, y: Doc, gold_outside: numpy.ndarray) -> Optional[Aligned]:
+    """Align by character offsets, for a predicted doc tokenized from the reference's text (as
+    `spacy.Corpus` makes examples): a predicted token is outside if every reference token it
+    overlaps is, and a gold entity is aligned if predicted tokens start and end where it does.
+    This is what spaCy's alignment gives for the same text, without building it token by token
+    (a tenth of a training step). None where the texts differ, a token is empty, or an entity
+    starts or ends with whitespace (spaCy's alignment skips whitespace): spaCy aligns those."""
+    if x.text != y.text:
+        return None
+    x_start, x_end = _char_spans(x)
+    y_start, y_end = _char_spans(y)
+    if (x_start == x_end).any() or (y_start == y_end).any():
+        return None
+    y_ents = list(y.ents)
+    if any(y[e.start].is_space or y[e.end - 1].is_space for e in y_ents):
+        return None
+    # The reference tokens first..last overlap each predicted token (none where first > last).
+    first = numpy.searchsorted(y_end, x_start, side="right")
+    last = numpy.searchsorted(y_start, x_end, side="left") - 1
+    not_outside = numpy.concatenate([[0], numpy.cumsum(~gold_outside)])
+    outside = (first <= last) & (not_outside[last + 1] == not_outside[first])
+    ents = []
+    for ent in y_ents:
+        start = int(numpy.searchsorted(x_start, ent.start_char))
+        end = int(numpy.searchsorted(x_end, ent.end_char)) + 1
+        if start < end <= len(x) and (x_start[start], x_end[end - 1]) == (
+            ent.start_char,
+            ent.end_char,
+        ):
+            ents.append((start, end, ent.label_))
+    return outside, ents, len(ents) < len(y_ents)
+
+
+def _char_spans(doc: Doc) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    start = doc.to_array(IDX).astype("int64")
+    return start, start + doc.to_array(LENGTH).astype("int64")
+
+
+def _align_with_spacy(eg: Example, gold_outside: numpy.ndarray) -> Aligned:
+    """`_align_by_characters` from spaCy's alignment of the two tokenizations."""
+    x = eg.predicted
+    x2y = eg.alignment.x2y
+    # (spaCy's x2y can hold an extra, empty entry past the last token after whitespace.)
+    lengths = numpy.asarray(x2y.lengths)[: len(x)]
+    outside = numpy.zeros(len(x), dtype=bool)
+    aligned = lengths > 0
+    if aligned.any():
+        starts = (numpy.cumsum(lengths) - lengths)[aligned]
+        outside[aligned] = numpy.minimum.reduceat(gold_outside[numpy.asarray(x2y.data)], starts)
+    y_ents = eg.reference.ents
+    aligned_ents = eg.get_aligned_spans_y2x(y_ents, allow_overlap=False)
+    ents = [(ent.start, ent.end, ent.label_) for ent in aligned_ents]
+    return outside, ents, len(ents) < len(y_ents)
 
 
 def _blank_tokens(doc: Doc) -> numpy.ndarray:

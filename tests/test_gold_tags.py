@@ -12,12 +12,15 @@ from spacy.tokens import Doc
 from spacy.training import Example
 
 from spacy_bert_ner.decoding import biluo_to_scheme, make_tags
-from spacy_bert_ner.pipeline_component import gold_tag_ids
+from spacy_bert_ner.pipeline_component import _align_by_characters, gold_tag_ids
 
 NLP = spacy.blank("en")
 LABELS = ("LOC", "PER")
 # Words a tokenizer splits ('EU-wide', 'U.S.-based', '1996-08-22') or merges ('New York's'
-WORDS = ("Paris", "is", " ", "\n", "EU-wide", "U.S.-based", "1996-08-22", "York's", "'s", ".")
+WORDS = (
+    *("Paris", "is", " ", "\n", "EU-wide", "U.S.-based", "1996-08-22", "York's", "'s", "."),
+    *("(EU)", "don't", "Mr.", "U.K.'s", "e-mail:", "x"),
+)
 # (kind, length): an entity of a label, outside, or missing annotation.
 SEGMENT = st.tuples(st.sampled_from(["LOC", "PER", "NEW", "O", "missing"]), st.integers(1, 3))
 
@@ -58,8 +61,10 @@ def ids_of(eg: Example, tags: List[str], scheme: str) -> Tuple[List[int], Counte
 
 
 @pytest.mark.parametrize("scheme", ["BIO", "BILUO"])
-@pytest.mark.parametrize("tokenizer", [False, True])
-@settings(max_examples=60, deadline=None)
+# The data's own tokens; a tokenizer's, on the same text (aligned by characters); a tokenizer's on
+# the text upper-cased (aligned by spaCy's alignment, which ignores case).
+@pytest.mark.parametrize("tokenizer", ["none", "same_text", "upper_case"])
+@settings(max_examples=80, deadline=None)
 @given(
     segments=st.lists(SEGMENT, min_size=1, max_size=8),
     words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=5),
@@ -67,14 +72,16 @@ def ids_of(eg: Example, tags: List[str], scheme: str) -> Tuple[List[int], Counte
 )
 def test_gold_ids_equal_spacys_alignment(
     scheme: str,
-    tokenizer: bool,
+    tokenizer: str,
     segments: List[Tuple[str, int]],
     words: List[str],
     spaces: List[bool],
 ) -> None:
     reference = make_doc(segments, words, spaces)
-    if tokenizer:  # as spacy.Corpus makes examples (gold_preproc = false)
+    if tokenizer == "same_text":  # as spacy.Corpus makes examples (gold_preproc = false)
         predicted = NLP.make_doc(reference.text)
+    elif tokenizer == "upper_case":
+        predicted = NLP.make_doc(reference.text.upper())
     else:
         predicted = Doc(NLP.vocab, words=[t.text for t in reference])
     eg = Example(predicted, reference)
@@ -86,30 +93,29 @@ def test_gold_ids_equal_spacys_alignment(
     assert misaligned == (len(eg.get_aligned_spans_y2x(reference.ents)) < len(reference.ents))
 
 
-def test_tokenizer_splits_and_merges_are_aligned() -> None:
+@pytest.mark.parametrize("align", ["characters", "spacy"])
+def test_tokenizer_splits_and_merges_are_aligned(align: str) -> None:
     reference = Doc(
         NLP.vocab,
-        words=["EU-wide", "ban", "in", "Paris", "ian", "port", "."],
-        spaces=[True, True, True, False, True, True, False],
-        ents=["B-LOC", "O", "O", "B-LOC", "O", "", "O"],
+        words=["EU-wide", "ban", "in", "Paris", "ian", "port", "(EU)", "."],
+        spaces=[True, True, True, False, True, True, False, False],
+        ents=["B-LOC", "O", "O", "B-LOC", "O", "", "B-LOC", "O"],
     )
-    eg = Example(NLP.make_doc(reference.text), reference)
-    assert [t.text for t in eg.predicted] == [
-        "EU",
-        "-",
-        "wide",
-        "ban",
-        "in",
-        "Parisian",
-        "port",
-        ".",
-    ]
+    # The same text (aligned by characters), or upper-cased (spaCy's alignment ignores case).
+    text = reference.text if align == "characters" else reference.text.upper()
+    eg = Example(NLP.make_doc(text), reference)
+    words = ["EU", "-", "wide", "ban", "in", "Parisian", "port", "(", "EU", ")", "."]
+    assert [t.text.lower() for t in eg.predicted] == [w.lower() for w in words]
+    outside = reference.to_array("ENT_IOB") == 2
+    by_characters = _align_by_characters(eg.predicted, reference, outside)
+    assert (by_characters is not None) == (align == "characters")
     tags = make_tags(LABELS, "BILUO")
     ids, _, misaligned = ids_of(eg, tags, "BILUO")
     # 'EU-wide' is split into a three-token LOC; 'Parisian' covers the LOC 'Paris' and more, so it
-    # is missing (neither the entity nor outside); 'port' is missing in the data.
+    # is missing (neither the entity nor outside); 'port' is missing in the data; the '.' right
+    # after '(EU)' is outside, like the reference token it overlaps, and only that one.
     assert [tags[i] if i >= 0 else None for i in ids] == [
-        *("B-LOC", "I-LOC", "L-LOC", "O", "O", None, None, "O")
+        *("B-LOC", "I-LOC", "L-LOC", "O", "O", None, None, "B-LOC", "I-LOC", "L-LOC", "O")
     ]
     assert misaligned
 
