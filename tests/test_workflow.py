@@ -186,7 +186,7 @@ def test_train_deps_list_every_module_that_shapes_training(tiny_bert: str) -> No
     for registry_name, name in promises(nlp.config):
         modules.add(registry.get(registry_name, name).__module__)
     ours = {m.split(".")[1] for m in modules if m.startswith("spacy_bert_ner.")}
-    assert {"pipeline_component", "architectures", "optimizers", "schedules"} <= ours
+    assert {"pipeline_component", "architectures", "augmenters", "schedules"} <= ours
     needed = set().union(*(package_imports(module) for module in ours))
     deps = set(project_commands()["train"]["deps"])
     assert sorted(f"spacy_bert_ner/{m}.py" for m in needed) == sorted(
