@@ -18,6 +18,7 @@ import spacy
 import typer
 from spacy.tokens import Doc
 
+from spacy_bert_ner.evaluation.corpus import predict_corpus
 from spacy_bert_ner.scorer import score_docs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,14 +29,9 @@ from accuracy import DATASETS, SPLITS, default_n_sents, load_docs, machine  # no
 def sweep(nlp: spacy.Language, gold: List[Doc], biases: List[float]) -> Dict[str, Any]:
     """Scores of the predictions for each bias, from one pass of the encoder and classifier."""
     ner = nlp.get_pipe("bert_ner")
-    # The gold words, unannotated, as the accuracy harness predicts them.
-    docs = [
-        Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d])
-        for d in gold
-    ]
-    for name, proc in nlp.pipeline:
-        if name != "bert_ner":
-            docs = list(proc.pipe(docs))
+    # The gold words through the pipeline up to bert_ner, as the accuracy harness predicts them.
+    with nlp.select_pipes(disable=["bert_ner"]):
+        docs = predict_corpus(nlp, gold)
     scores = [s for i in range(0, len(docs), 256) for s in ner.predict(docs[i : i + 256])]
     rows = {}
     for bias in biases:
