@@ -4,10 +4,12 @@
     python benchmarks/inference_speed.py training/model-best --gpu-id 0 \
         --output benchmarks/results/inference_gpu.json
 
-On a GPU (`--gpu-id`), the systems are GPU_SYSTEMS: ours with the config's batching and with
-each of BATCH_SWEEP's batch sizes, ours in mixed precision (`mixed_precision = true`: the
-encoder under fp16 autocast), transformers' pipeline on the same GPU, and ours on the CPU (every
-core) as the fp32 reference the GPU's entities are compared with; dev F1 in fp32 and fp16.
+On a GPU (`--gpu-id`), the systems are GPU_SYSTEMS: ours as `spacy_bert_ner.load` gives it there
+(`inference.gpu_batching`), ours on the CPU (every core) as the fp32 reference the GPU's entities
+are compared with, transformers' pipeline on the same GPU, ours in mixed precision
+(`mixed_precision = true`: the encoder under fp16 autocast), ours with the config's CPU batching
+and with each of BATCH_SWEEP's batch sizes; dev F1 in fp32 and fp16. The JSON is rewritten after
+each system, so a run cut short keeps what it measured.
 
 Each system runs in its own process (so peak memory is its own), with the same torch thread count,
 over the same raw sentences (CoNLL-2003 words joined by spaces):
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 SYSTEMS = ["ours", "ours-int8", "ours-batch64", "hf-pipeline", "spacy-ner"]
-GPU_SYSTEMS = ["ours", "ours-sweep", "ours-fp16", "hf-pipeline", "ours-cpu"]
+GPU_SYSTEMS = ["ours", "ours-cpu", "hf-pipeline", "ours-fp16", "ours-cpu-batching", "ours-sweep"]
 # (nlp.pipe batch size in docs, the transformer's max_batch_items) tried by ours-sweep on a GPU.
 BATCH_SWEEP = [(512, 1024), (512, 4096), (2048, 4096), (2048, 16384), (8192, 16384), (8192, 65536)]
 CONFIG = Path(__file__).parent.parent / "configs" / "bert_ner.cfg"
@@ -113,8 +115,10 @@ def spacy_ner_pipeline() -> Any:
 
 
 def load_ours(model_dir: str, system: str) -> Any:
-    """Our pipeline with the shipped config's batching (`nlp.batch_size`, `max_batch_items`)."""
-    from thinc.api import Config
+    """Our pipeline as `spacy_bert_ner.load` gives it (on a GPU: `gpu_batching`); on CPU, and for
+    ours-cpu-batching, with the shipped config's batching (`nlp.batch_size`, `max_batch_items`),
+    which a model trained with an older config may lack."""
+    from thinc.api import Config, get_current_ops
 
     from spacy_bert_ner import load
 
@@ -122,9 +126,10 @@ def load_ours(model_dir: str, system: str) -> Any:
     if system.endswith("fp16"):
         overrides = {"components": {"transformer": {"model": {"mixed_precision": True}}}}
     nlp = load(model_dir, quantized=system.endswith("int8"), config=overrides)
-    shipped = Config().from_disk(CONFIG, interpolate=False)
-    nlp.batch_size = shipped["nlp"]["batch_size"]
-    set_batching(nlp, nlp.batch_size, shipped["components"]["transformer"]["max_batch_items"])
+    if get_current_ops().device_type != "gpu" or system == "ours-cpu-batching":
+        shipped = Config().from_disk(CONFIG, interpolate=False)
+        batching = shipped["nlp"]["batch_size"], shipped["components"]["transformer"]
+        set_batching(nlp, batching[0], batching[1]["max_batch_items"])
     return nlp
 
 
@@ -302,15 +307,29 @@ def main() -> None:
         results[system] = json.loads(out.stdout.strip().splitlines()[-1])
         shown = {k: v for k, v in results[system].items() if k != "entities"}
         print(system, json.dumps(shown), flush=True)
-    entities = {name: r.pop("entities") for name, r in results.items() if "entities" in r}
+        # Written after every system, so that a run cut short keeps what it measured.
+        summary = summarize(args, results)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+def summarize(args: argparse.Namespace, results: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """The JSON result from the systems measured so far."""
+    on_gpu = args.gpu_id >= 0
+    entities = {name: r["entities"] for name, r in results.items() if "entities" in r}
     hf = results.get("hf-pipeline", {}).get("words_per_second")
-    summary = {
+    summary: Dict[str, Any] = {
         "command": "python benchmarks/inference_speed.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}",
         "device": gpu_name(args.gpu_id),
         "sentences": args.n_sents,
         "batch_size": f"{args.batch_size} (ours: the config's nlp.batch_size, except ours-batch64)",
-        "systems": {k: v for k, v in results.items() if not k.startswith("eval-")},
+        "systems": {
+            name: {k: v for k, v in r.items() if k != "entities"}
+            for name, r in results.items()
+            if not name.startswith("eval-")
+        },
         "ratios_vs_hf_pipeline": {
             name: round(r["words_per_second"] / hf, 2)
             for name, r in results.items()
@@ -324,27 +343,17 @@ def main() -> None:
             **best,
             "ratio": round(best["words_per_second"] / hf, 2),
         }
-    if on_gpu:
-        summary["fp16"] = {
-            "dev_f1_fp32": results["eval-fp32"]["f"],
-            "dev_f1_fp16": results["eval-fp16"]["f"],
-        }
-        summary["agreement_with_fp32_cpu"] = {
-            name: agreement(entities["ours-cpu"], entities[name])
-            for name in entities
-            if name.startswith("ours") and name != "ours-cpu" and "ours-cpu" in entities
-        }
-    else:
-        summary["int8"] = {
-            "dev_f1_fp32": results["eval-fp32"]["f"],
-            "dev_f1_int8": results["eval-int8"]["f"],
-            "agreement_with_fp32": agreement(entities["ours"], entities["ours-int8"])
-            if "ours" in entities and "ours-int8" in entities
-            else None,
-        }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    reduced = "fp16" if on_gpu else "int8"
+    summary[reduced] = {
+        f"dev_f1_{name[5:]}": r["f"] for name, r in results.items() if name.startswith("eval-")
+    }
+    reference = "ours-cpu" if on_gpu else "ours"
+    summary[f"agreement_with_{reference.replace('-', '_')}_fp32"] = {
+        name: agreement(entities[reference], entities[name])
+        for name in entities
+        if name.startswith("ours") and name != reference and reference in entities
+    }
+    return summary
 
 
 if __name__ == "__main__":
