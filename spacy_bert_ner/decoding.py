@@ -200,3 +200,84 @@ def decode(
         Entity(start, end, label, float(token_probs[start:end].mean()))
         for start, end, label in tags_to_spans([tags[i] for i in path])
     ]
+
+
+def decode_batch(
+    probs: numpy.ndarray,
+    lengths: Sequence[int],
+    tags: Sequence[str],
+    constraints: Constraints,
+    decoder: str = "viterbi",
+    outside_bias: float = 0.0,
+) -> List[List[Entity]]:
+    """`decode` for a batch of documents, whose tag probabilities are `probs`' rows one document
+    after another (`lengths[i]` rows for document i): the same entities, with the greedy tags,
+    their validity and the entities of valid tag sequences computed in array operations over the
+    whole batch rather than document by document (which, with the model on a GPU, was a fifth of
+    annotating). Documents whose greedy sequence is invalid get `viterbi` (or, with the greedy
+    decoder, `tags_to_spans`' lenient reading) one by one, as in `decode`.
+    """
+    n_docs = len(lengths)
+    doc_lengths = numpy.asarray(lengths, dtype="int64")
+    ends = numpy.cumsum(doc_lengths)
+    starts = ends - doc_lengths
+    log_probs = numpy.log(numpy.maximum(probs, _MIN_PROB))
+    if outside_bias:
+        log_probs[:, list(tags).index(OUTSIDE)] -= outside_bias
+    path = log_probs.argmax(axis=1)
+    # A document's greedy sequence is valid if it starts and ends with allowed tags and each of its
+    # transitions is allowed (a pair of rows across two documents is no transition).
+    valid = numpy.ones(n_docs, dtype=bool)
+    filled = doc_lengths > 0
+    first, last = path[starts[filled]], path[ends[filled] - 1]
+    valid[filled] = constraints.start[first] & constraints.end[last]
+    bad_pair = ~constraints.allowed[path[:-1], path[1:]]
+    bad_pair[starts[(starts > 0) & filled] - 1] = False
+    valid[numpy.searchsorted(ends, numpy.flatnonzero(bad_pair), side="right")] = False
+    if decoder == "viterbi":
+        for i in numpy.flatnonzero(~valid):
+            path[starts[i] : ends[i]] = viterbi(log_probs[starts[i] : ends[i]], constraints)
+        valid[:] = True
+    token_probs = probs[numpy.arange(len(path)), path]
+    entities = _valid_entities(path, token_probs, starts, ends, tags)
+    for i in numpy.flatnonzero(~valid):
+        doc_probs = token_probs[starts[i] : ends[i]]
+        doc_tags = [tags[t] for t in path[starts[i] : ends[i]]]
+        entities[i] = [
+            Entity(start, end, label, float(doc_probs[start:end].mean()))
+            for start, end, label in tags_to_spans(doc_tags)
+        ]
+    return entities
+
+
+def _valid_entities(
+    path: numpy.ndarray,
+    token_probs: numpy.ndarray,
+    starts: numpy.ndarray,
+    ends: numpy.ndarray,
+    tags: Sequence[str],
+) -> List[List[Entity]]:
+    """The entities of valid tag sequences (what `tags_to_spans` reads in them), per document:
+    each starts at a B- or U- tag and runs to the next tag that does not continue it (B-, U-, O)
+    or to the end of its document."""
+    prefixes = [split_tag(tag)[0] for tag in tags]
+    labels = [split_tag(tag)[1] for tag in tags]
+    begins = numpy.array([p in ("B", "U") for p in prefixes])[path]
+    continues = numpy.array([p in ("I", "L") for p in prefixes])[path]
+    breaks = numpy.union1d(numpy.flatnonzero(~continues), ends)
+    entity_starts = numpy.flatnonzero(begins)
+    entity_ends = breaks[numpy.searchsorted(breaks, entity_starts, side="right")]
+    sums = numpy.concatenate([[0.0], numpy.cumsum(token_probs, dtype="float64")])
+    scores = (sums[entity_ends] - sums[entity_starts]) / (entity_ends - entity_starts)
+    docs = numpy.searchsorted(ends, entity_starts, side="right")
+    entities: List[List[Entity]] = [[] for _ in starts]
+    for doc, start, end, tag, score in zip(
+        docs.tolist(),
+        entity_starts.tolist(),
+        entity_ends.tolist(),
+        path[entity_starts].tolist(),
+        scores.tolist(),
+    ):
+        offset = int(starts[doc])
+        entities[doc].append(Entity(start - offset, end - offset, labels[tag], score))
+    return entities

@@ -18,7 +18,7 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Ops, Optimizer, get_array_module, to_numpy
+from thinc.api import Config, Model, Optimizer, get_array_module, to_numpy
 from thinc.types import Floats2d, Ints1d
 
 from .decoding import (
@@ -27,7 +27,7 @@ from .decoding import (
     check_decoder,
     check_scheme,
     constraints_for,
-    decode,
+    decode_batch,
     make_tags,
 )
 from .optimizers import update_all
@@ -256,19 +256,28 @@ class BertNER(TrainablePipe):
         return self.model.predict(docs)
 
     def set_annotations(self, docs: Iterable[Doc], scores: List[Floats2d]) -> None:
-        """Decode the tag probabilities and write the entities to `doc.ents` and `doc.spans`."""
+        """Decode the tag probabilities and write the entities to `doc.ents` and `doc.spans`.
+
+        The batch's probabilities come to the host in one copy (on a GPU, a copy per doc waits for
+        the device each time) and are decoded together (`decoding.decode_batch`)."""
         docs = list(docs)
+        if not docs:
+            return
         tags = self.tags
-        constraints = constraints_for(tags, self.cfg["scheme"])
-        outside = tags.index("O")
-        for doc, probs in zip(docs, _to_host(self.model.ops, scores)):
-            blank = _blank_tokens(doc)
-            if blank.any():
-                probs = probs.copy()
-                probs[blank] = 0.0
-                probs[blank, outside] = 1.0
-            entities = decode(probs, tags, constraints, self.decoder, self.outside_bias)
-            self._set_doc_entities(doc, entities)
+        probs = to_numpy(self.model.ops.xp.concatenate(scores, axis=0))
+        blank = numpy.concatenate([_blank_tokens(doc) for doc in docs])
+        probs[blank] = 0.0
+        probs[blank, tags.index("O")] = 1.0
+        entities = decode_batch(
+            probs,
+            [len(doc_scores) for doc_scores in scores],
+            tags,
+            constraints_for(tags, self.cfg["scheme"]),
+            self.decoder,
+            self.outside_bias,
+        )
+        for doc, doc_entities in zip(docs, entities):
+            self._set_doc_entities(doc, doc_entities)
 
     def _set_doc_entities(self, doc: Doc, entities: List[Entity]) -> None:
         spans = [Span(doc, ent.start, ent.end, label=ent.label) for ent in entities]
@@ -479,15 +488,6 @@ def _align_with_spacy(eg: Example, gold_outside: numpy.ndarray) -> Aligned:
     aligned_ents = eg.get_aligned_spans_y2x(y_ents, allow_overlap=False)
     ents = [(ent.start, ent.end, ent.label_) for ent in aligned_ents]
     return outside, ents, len(ents) < len(y_ents)
-
-
-def _to_host(ops: Ops, arrays: List[Floats2d]) -> List[numpy.ndarray]:
-    """The arrays as numpy arrays, with one device-to-host copy for all of them (on a GPU, a copy
-    per doc waits for the device each time)."""
-    if not arrays or isinstance(arrays[0], numpy.ndarray):
-        return [numpy.asarray(a) for a in arrays]
-    flat = to_numpy(ops.flatten(arrays))
-    return numpy.split(flat, numpy.cumsum([len(a) for a in arrays])[:-1])
 
 
 def _blank_tokens(doc: Doc) -> numpy.ndarray:

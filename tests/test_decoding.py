@@ -16,6 +16,7 @@ from spacy_bert_ner.decoding import (
     check_decoder,
     check_scheme,
     decode,
+    decode_batch,
     greedy,
     is_valid,
     make_constraints,
@@ -427,3 +428,56 @@ def test_outside_bias_trades_precision_for_recall():
     assert [(e.start, e.end, e.label) for e in entities] == [(1, 2, "PER")]
     assert entities[0].score == pytest.approx(0.4)  # the classifier's probability, not the bias
     assert probs[1, 0] == 0.6  # the caller's array is left as it was
+
+
+@st.composite
+def decoding_batches(draw):
+    """Several documents (some empty) with the same tag inventory, their rows concatenated."""
+    scheme = draw(st.sampled_from(sorted(SCHEMES)))
+    tags = make_tags(LABEL_POOL[: draw(st.integers(1, 3))], scheme)
+    lengths = draw(st.lists(st.integers(0, 12), min_size=0, max_size=6))
+    # Peaked rows, so that greedy sequences are sometimes valid and sometimes not.
+    rows = draw(
+        st.lists(
+            st.lists(st.floats(0.0, 1.0), min_size=len(tags), max_size=len(tags)),
+            min_size=sum(lengths),
+            max_size=sum(lengths),
+        )
+    )
+    probs = numpy.asarray(rows, dtype="float32").reshape(sum(lengths), len(tags)) ** 4 + 1e-6
+    return scheme, tags, lengths, probs / probs.sum(axis=1, keepdims=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(decoding_batches(), st.sampled_from(DECODERS), st.sampled_from([0.0, 1.5]))
+def test_decode_batch_equals_decode_per_document(batch, decoder, outside_bias):
+    scheme, tags, lengths, probs = batch
+    constraints = make_constraints(tags, scheme)
+    together = decode_batch(probs, lengths, tags, constraints, decoder, outside_bias)
+    offsets = numpy.concatenate([[0], numpy.cumsum(lengths)]).astype(int)
+    one_by_one = [
+        decode(probs[start:end].copy(), tags, constraints, decoder, outside_bias)
+        for start, end in zip(offsets[:-1], offsets[1:])
+    ]
+    assert len(together) == len(lengths)
+    for ours, expected in zip(together, one_by_one):
+        assert [e[:3] for e in ours] == [e[:3] for e in expected]
+        assert [e.score for e in ours] == pytest.approx([e.score for e in expected], abs=1e-6)
+
+
+def test_decode_batch_fixes_only_the_invalid_document():
+    tags = make_tags(["PER"], "BIO")  # O, B-PER, I-PER
+    constraints = make_constraints(tags, "BIO")
+    valid = [[0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]]  # B I O
+    invalid = [[0.45, 0.35, 0.2], [0.1, 0.1, 0.8]]  # O I, invalid: viterbi finds B I
+    probs = numpy.array(valid + invalid + valid, dtype="float32")
+    greedy_entities = decode_batch(probs, [3, 2, 0, 3], tags, constraints, "greedy")
+    viterbi_entities = decode_batch(probs, [3, 2, 0, 3], tags, constraints, "viterbi")
+    assert [[e[:3] for e in doc] for doc in greedy_entities] == [
+        [(0, 2, "PER")],
+        [(1, 2, "PER")],  # the lenient reading of O I
+        [],
+        [(0, 2, "PER")],
+    ]
+    assert [e[:3] for e in viterbi_entities[1]] == [(0, 2, "PER")]
+    assert viterbi_entities[0] == greedy_entities[0] and viterbi_entities[3] == greedy_entities[3]
