@@ -187,19 +187,7 @@ def decode(
     the classifier is unsure about become entities (more recall, less precision); the scores are
     the classifier's own probabilities either way.
     """
-    log_probs = numpy.log(numpy.maximum(probs, _MIN_PROB))
-    if outside_bias:
-        log_probs[:, tags.index(OUTSIDE)] -= outside_bias
-    path = greedy(log_probs, constraints)
-    # The per-token best path is the best valid one whenever it is valid, as it mostly is for a
-    # trained model; only the other documents need the dynamic program.
-    if decoder == "viterbi" and not is_valid(path, constraints):
-        path = viterbi(log_probs, constraints)
-    token_probs = probs[numpy.arange(len(path)), path]
-    return [
-        Entity(start, end, label, float(token_probs[start:end].mean()))
-        for start, end, label in tags_to_spans([tags[i] for i in path])
-    ]
+    return decode_batch(probs, [len(probs)], tags, constraints, decoder, outside_bias)[0]
 
 
 def decode_batch(
@@ -211,11 +199,13 @@ def decode_batch(
     outside_bias: float = 0.0,
 ) -> List[List[Entity]]:
     """`decode` for a batch of documents, whose tag probabilities are `probs`' rows one document
-    after another (`lengths[i]` rows for document i): the same entities, with the greedy tags,
-    their validity and the entities of valid tag sequences computed in array operations over the
-    whole batch rather than document by document (which, with the model on a GPU, was a fifth of
-    annotating). Documents whose greedy sequence is invalid get `viterbi` (or, with the greedy
-    decoder, `tags_to_spans`' lenient reading) one by one, as in `decode`.
+    after another (`lengths[i]` rows for document i); a list of entities per document.
+
+    Each document's greedy sequence (the most probable tag of each token) is its result when it
+    is valid, as it mostly is for a trained model; the others get `viterbi` (with the greedy
+    decoder: `tags_to_spans`' lenient reading). The greedy tags, their validity and the entities of
+    valid sequences are computed in array operations over the whole batch, not document by
+    document (which, with the model on a GPU, took a fifth of annotating).
     """
     n_docs = len(lengths)
     doc_lengths = numpy.asarray(lengths, dtype="int64")
