@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Issue 12's GPU checks, most important first, each under its own time limit so that a short lease
+# still returns what it measured (the inference benchmark also rewrites its JSON after each system):
+#
+#   bash benchmarks/run_gpu_checks.sh PIPELINE ENCODER_DIR [OUT_DIR]
+#
+# PIPELINE: a trained pipeline directory whose ../../corpus/dev.spacy exists (the dev F1 checks);
+# ENCODER_DIR: a Hugging Face encoder directory (e.g. MiniLM) for the training-throughput runs.
+# Results: OUT_DIR (default benchmarks/results/gpu). On the device tool's machine, set up as
+# ../shared/gpu/README.md says first; the whole script takes about 8 minutes on an H100.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PIPELINE=$1; ENCODER=$2; OUT=${3:-benchmarks/results/gpu}
+mkdir -p "$OUT"
+run() { local limit=$1; shift; echo "=== $*"; timeout "$limit" "$@" 2>&1 | grep -v Warning | tail -40; }
+run 300 python benchmarks/inference_speed.py "$PIPELINE" --gpu-id 0 --n-sents 5000 \
+  --output "$OUT/inference_h100.json"
+run 150 python benchmarks/training_speed.py --gpu-id 0 --encoder "$ENCODER" \
+  --output "$OUT/training_speed_h100.json"
+run 120 python benchmarks/training_speed.py --gpu-id 0 --encoder "$ENCODER" --mixed-precision \
+  --output "$OUT/training_speed_h100_mixed_precision.json"
