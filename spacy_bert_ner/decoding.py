@@ -142,12 +142,24 @@ def path_score(log_probs: numpy.ndarray, path: Sequence[int]) -> float:
 
 def is_valid(path: Union[Sequence[int], numpy.ndarray], constraints: Constraints) -> bool:
     """Whether a tag path obeys the scheme's start, transition and end constraints."""
-    if len(path) == 0:
-        return True
-    if not constraints.start[path[0]] or not constraints.end[path[-1]]:
-        return False
-    tags = numpy.asarray(path)
-    return bool(constraints.allowed[tags[:-1], tags[1:]].all())
+    tags = numpy.asarray(path, dtype="int64")
+    return bool(_valid_sequences(tags, numpy.array([0]), numpy.array([len(tags)]), constraints)[0])
+
+
+def _valid_sequences(
+    path: numpy.ndarray, starts: numpy.ndarray, ends: numpy.ndarray, constraints: Constraints
+) -> numpy.ndarray:
+    """`is_valid` for each of the sequences path[starts[i]:ends[i]], which follow each other in
+    `path`: whether it starts and ends with allowed tags and each of its transitions is allowed
+    (a pair of tags across two sequences is no transition)."""
+    valid = numpy.ones(len(starts), dtype=bool)
+    filled = ends > starts
+    first, last = path[starts[filled]], path[ends[filled] - 1]
+    valid[filled] = constraints.start[first] & constraints.end[last]
+    bad_pair = ~constraints.allowed[path[:-1], path[1:]]
+    bad_pair[starts[(starts > 0) & filled] - 1] = False
+    valid[numpy.searchsorted(ends, numpy.flatnonzero(bad_pair), side="right")] = False
+    return valid
 
 
 def tags_to_spans(tags: Sequence[str]) -> List[Tuple[int, int, str]]:
@@ -207,23 +219,14 @@ def decode_batch(
     valid sequences are computed in array operations over the whole batch, not document by
     document (which, with the model on a GPU, took a fifth of annotating).
     """
-    n_docs = len(lengths)
     doc_lengths = numpy.asarray(lengths, dtype="int64")
     ends = numpy.cumsum(doc_lengths)
     starts = ends - doc_lengths
     log_probs = numpy.log(numpy.maximum(probs, _MIN_PROB))
     if outside_bias:
         log_probs[:, list(tags).index(OUTSIDE)] -= outside_bias
-    path = log_probs.argmax(axis=1)
-    # A document's greedy sequence is valid if it starts and ends with allowed tags and each of its
-    # transitions is allowed (a pair of rows across two documents is no transition).
-    valid = numpy.ones(n_docs, dtype=bool)
-    filled = doc_lengths > 0
-    first, last = path[starts[filled]], path[ends[filled] - 1]
-    valid[filled] = constraints.start[first] & constraints.end[last]
-    bad_pair = ~constraints.allowed[path[:-1], path[1:]]
-    bad_pair[starts[(starts > 0) & filled] - 1] = False
-    valid[numpy.searchsorted(ends, numpy.flatnonzero(bad_pair), side="right")] = False
+    path = greedy(log_probs, constraints)
+    valid = _valid_sequences(path, starts, ends, constraints)
     if decoder == "viterbi":
         for i in numpy.flatnonzero(~valid):
             path[starts[i] : ends[i]] = viterbi(log_probs[starts[i] : ends[i]], constraints)
