@@ -198,6 +198,8 @@ def sweep(nlp: Any, texts: List[str], repeats: int) -> List[Dict[str, Any]]:
     """words/s for each of BATCH_SWEEP's settings, and a profile of the fastest."""
     import cProfile
 
+    from training_speed import top_functions  # benchmarks/training_speed.py
+
     words = sum(len(text.split()) for text in texts)
     rows = []
     for batch_size, max_items in BATCH_SWEEP:
@@ -217,22 +219,9 @@ def sweep(nlp: Any, texts: List[str], repeats: int) -> List[Dict[str, Any]]:
     profiler.enable()
     sum(1 for _ in nlp.pipe(texts))
     profiler.disable()
-    rows.append({"profile_of_best": top_functions(profiler)})
+    # By own time: on a GPU, a function that waits for the device has the wait as its own time.
+    rows.append({"profile_of_best": top_functions(profiler, n=30, by="own_s")})
     return rows
-
-
-def top_functions(profiler: Any, n: int = 30) -> List[str]:
-    """The profile's functions with the most own time (on a GPU, a function that waits for the
-    device has the wait as its own time)."""
-    import pstats
-
-    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    rows = sorted(stats.items(), key=lambda item: -item[1][2])[:n]
-    return [
-        f"{own:7.3f} own {cum:7.3f} cum {calls:7d}x "
-        f"{'/'.join(Path(path).parts[-2:])}:{line}({name})"
-        for (path, line, name), (_, calls, own, cum, _) in rows
-    ]
 
 
 def evaluate_dev(model_dir: str, system: str, gpu_id: int) -> float:
