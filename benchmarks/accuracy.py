@@ -298,12 +298,15 @@ def evaluate(
     train_seconds: int = typer.Option(0, help="Training time, when measured elsewhere"),
     data_dir: Path = typer.Option(ROOT.parent / "shared" / "data", help="Holds the datasets"),
     results_dir: Path = typer.Option(ROOT / "benchmarks" / "results" / "accuracy"),
+    gpu_id: int = typer.Option(-1, help="GPU id, or -1 for CPU"),
 ) -> None:
     """Score a spaCy pipeline trained elsewhere (e.g. by `spacy project run`) like `run` does."""
     if dataset not in DATASETS:
         raise typer.BadParameter(f"unknown dataset {dataset!r}: use {', '.join(DATASETS)}")
     paths = dict(zip(SPLITS, (data_dir / p for p in DATASETS[dataset])))
     gold = {split: load_docs(paths[split], n_sents, 0) for split in ("dev", "test")}
+    if gpu_id >= 0:
+        spacy.require_gpu(gpu_id)
     nlp = spacy.load(model)
     info, dev_spans, test_spans = predict_spacy(nlp, gold)
     system = "bert_ner" if "bert_ner" in nlp.pipe_names else "spacy_ner"

@@ -13,9 +13,9 @@ cd "$(dirname "$0")/.."
 PIPELINE=$1; ENCODER=$2; OUT=${3:-benchmarks/results/gpu}
 mkdir -p "$OUT"
 run() { local limit=$1; shift; echo "=== $*"; timeout "$limit" "$@" 2>&1 | grep -v Warning | tail -40; }
-run 300 python benchmarks/inference_speed.py "$PIPELINE" --gpu-id 0 --n-sents 5000 \
+run 300 "${PYTHON:-python3}" benchmarks/inference_speed.py "$PIPELINE" --gpu-id 0 --n-sents 5000 \
   --output "$OUT/inference_h100.json"
-run 150 python benchmarks/training_speed.py --gpu-id 0 --encoder "$ENCODER" \
+run 150 "${PYTHON:-python3}" benchmarks/training_speed.py --gpu-id 0 --encoder "$ENCODER" \
   --output "$OUT/training_speed_h100.json"
-run 120 python benchmarks/training_speed.py --gpu-id 0 --encoder "$ENCODER" --mixed-precision \
+run 120 "${PYTHON:-python3}" benchmarks/training_speed.py --gpu-id 0 --encoder "$ENCODER" --mixed-precision \
   --output "$OUT/training_speed_h100_mixed_precision.json"

@@ -99,6 +99,7 @@ MISALIGNED_WARNING = (
         "scheme": "BILUO",
         "decoder": "viterbi",
         "outside_bias": 0.0,
+        "label_smoothing": 0.0,
         "overwrite_ents": True,
         "spans_key": "bert_ner",
         "scorer": {"@scorers": "spacy_bert_ner.ner_scorer.v1"},
@@ -112,6 +113,7 @@ def make_bert_ner(
     scheme: str,
     decoder: str,
     outside_bias: float,
+    label_smoothing: float,
     overwrite_ents: bool,
     spans_key: str,
     scorer: Optional[Callable],
@@ -127,6 +129,9 @@ def make_bert_ner(
     outside_bias (float): Subtracted from the log-probability of the 'O' tag before decoding. 0
         (default) decodes the classifier's probabilities as they are; above 0 trades precision for
         recall (on a corpus where the model misses many entities, choose it on dev).
+    label_smoothing (float): Training only: the share of each gold tag's probability mass spread
+        evenly over all tags in the cross-entropy target (0, the default, is plain cross-entropy;
+        0.1 is the usual value elsewhere), as torch's `cross_entropy(label_smoothing=...)`.
     overwrite_ents (bool): True (default) replaces `doc.ents`; False keeps the entities already
         there and adds only predicted ones that do not overlap them.
     spans_key (str): Key of the `doc.spans` group that receives every predicted entity, with
@@ -140,6 +145,7 @@ def make_bert_ner(
         scheme=scheme,
         decoder=decoder,
         outside_bias=outside_bias,
+        label_smoothing=label_smoothing,
         overwrite_ents=overwrite_ents,
         spans_key=spans_key,
         scorer=scorer,
@@ -158,6 +164,7 @@ class BertNER(TrainablePipe):
         scheme: str = "BILUO",
         decoder: str = "viterbi",
         outside_bias: float = 0.0,
+        label_smoothing: float = 0.0,
         overwrite_ents: bool = True,
         spans_key: str = "bert_ner",
         scorer: Optional[Callable] = score_ents,
@@ -173,6 +180,7 @@ class BertNER(TrainablePipe):
         # Run-time settings: taken from the config each time the pipeline is built or loaded.
         self.decoder = check_decoder(decoder)
         self.outside_bias = float(outside_bias)
+        self.label_smoothing = check_label_smoothing(label_smoothing)
         self.overwrite_ents = overwrite_ents
         self.spans_key = spans_key
 
@@ -294,7 +302,8 @@ class BertNER(TrainablePipe):
         doc.set_ents(new, default="unmodified")
 
     def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> Tuple[float, Any]:
-        """Cross-entropy of the predicted tag probabilities against the gold tags.
+        """Cross-entropy of the predicted tag probabilities against the gold tags (smoothed by
+        `label_smoothing`: the target is 1 - s on the gold tag plus s / n_tags on every tag).
 
         Gold entities are aligned to the predicted tokenization; tokens with missing annotation (or
         whose gold entity does not align) carry no loss. Returns (summed loss, d_scores), where
@@ -306,10 +315,16 @@ class BertNER(TrainablePipe):
         probs = self.model.ops.flatten(scores)
         gold_ids = xp.asarray(gold, dtype="int64")
         rows = xp.nonzero(gold_ids >= 0)[0]
+        smoothing = self.label_smoothing
+        n_tags = probs.shape[1]
         d_probs = probs.copy()
-        d_probs[rows, gold_ids[rows]] -= 1.0
+        d_probs[rows, gold_ids[rows]] -= 1.0 - smoothing
+        gold_log_probs = xp.log(xp.maximum(probs[rows, gold_ids[rows]], 1e-12))
+        loss = -(1.0 - smoothing) * float(gold_log_probs.sum())
+        if smoothing:
+            d_probs[rows] -= smoothing / n_tags
+            loss -= smoothing / n_tags * float(xp.log(xp.maximum(probs[rows], 1e-12)).sum())
         d_probs[gold_ids < 0] = 0.0
-        loss = float(-xp.log(xp.maximum(probs[rows, gold_ids[rows]], 1e-12)).sum())
         if numpy.isnan(loss):
             raise ValueError(f"[bert_ner] NaN loss in '{self.name}': lower the learning rate.")
         lengths = self.model.ops.asarray1i([len(s) for s in scores])
@@ -380,6 +395,16 @@ class BertNER(TrainablePipe):
             self._warn_unknown_labels(unknown, "in this batch")
         flat = numpy.concatenate(ids) if ids else numpy.zeros(0, dtype="int32")
         return self.model.ops.asarray1i(cast(Ints1d, flat))
+
+
+def check_label_smoothing(value: float) -> float:
+    """`label_smoothing` as a float in [0, 1), or a clear error."""
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(
+            f"[bert_ner] label_smoothing must be in [0, 1), got {value}: 0 trains on the gold "
+            "tags as they are, 0.1 moves a tenth of each gold tag's probability to all tags."
+        )
+    return float(value)
 
 
 def gold_tag_ids(

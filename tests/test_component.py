@@ -143,6 +143,42 @@ def test_get_loss_on_untrained_batch(tiny_bert):
     numpy.testing.assert_allclose(numpy.concatenate(d_scores), probs - one_hot, atol=1e-6)
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_label_smoothing_is_torch_cross_entropy(tiny_bert, smoothing):
+    """The smoothed loss and its gradient with respect to the softmax's input are those of
+    torch's cross_entropy(label_smoothing=...); tokens without annotation still carry none."""
+    import torch
+
+    nlp = build_nlp(tiny_bert)
+    examples = make_examples(nlp, 4, 2)
+    nlp.initialize(lambda: examples)
+    ner = nlp.get_pipe("bert_ner")
+    ner.label_smoothing = smoothing
+    docs = list(nlp.get_pipe("transformer").pipe([eg.predicted for eg in examples]))
+    scores = ner.predict(docs)
+    gold = numpy.asarray(ner._gold_tag_ids(examples))
+    gold[::5] = -1  # some tokens without annotation
+    ner._gold_tag_ids = lambda _examples: gold
+    loss, d_scores = ner.get_loss(examples, scores)
+    logits = torch.tensor(numpy.log(numpy.concatenate(scores)), requires_grad=True)
+    annotated = torch.tensor(gold >= 0)
+    expected = torch.nn.functional.cross_entropy(
+        logits[annotated],
+        torch.tensor(gold[gold >= 0], dtype=torch.long),
+        reduction="sum",
+        label_smoothing=smoothing,
+    )
+    expected.backward()
+    assert loss == pytest.approx(float(expected), rel=1e-5)
+    numpy.testing.assert_allclose(numpy.concatenate(d_scores), logits.grad.numpy(), atol=1e-6)
+
+
+def test_label_smoothing_out_of_range_is_an_error(tiny_bert):
+    nlp = build_nlp(tiny_bert)
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\), got 1.0"):
+        nlp.add_pipe("bert_ner", name="other", config={"label_smoothing": 1.0})
+
+
 def test_get_loss_ignores_missing_annotation(tiny_bert):
     nlp = build_nlp(tiny_bert)
     nlp.initialize(lambda: make_examples(nlp, 4, 2))

@@ -161,3 +161,149 @@ def test_update_all_leaves_other_optimizers_and_cpu_alone(monkeypatch):
     assert averaged.can_update_all
     averaged.averages = {}
     assert not averaged.can_update_all
+
+
+def test_layer_lr_scales_decay_from_the_top_layer():
+    names = [
+        "embeddings.word_embeddings.weight",
+        "encoder.layer.0.attention.self.query.weight",
+        "encoder.layer.1.output.dense.bias",
+        "encoder.layer.2.output.LayerNorm.weight",
+        "pooler.dense.weight",
+    ]
+    assert optimizers.layer_lr_scales(names, 0.5) == {
+        "embeddings.word_embeddings.weight": 0.125,
+        "encoder.layer.0.attention.self.query.weight": 0.25,
+        "encoder.layer.1.output.dense.bias": 0.5,
+        "encoder.layer.2.output.LayerNorm.weight": 1.0,
+        "pooler.dense.weight": 1.0,
+    }
+    # DistilBERT names its layers "transformer.layer.N".
+    distil = optimizers.layer_lr_scales(
+        ["transformer.layer.0.ffn.lin1.weight", "transformer.layer.1.ffn.lin1.weight"], 0.8
+    )
+    assert distil == {
+        "transformer.layer.0.ffn.lin1.weight": 0.8,
+        "transformer.layer.1.ffn.lin1.weight": 1.0,
+    }
+
+
+def encoder_steps(tiny_bert, layer_lr_decay: float) -> Dict[str, float]:
+    """The largest change of each encoder parameter in its first Adam step, which moves a weight by
+    its learning rate x its factor when its gradient is not tiny. (spaCy's `nlp.update` steps the
+    transformer before the components listening to it backpropagate, so the encoder's first step,
+    with the first batch's gradients, comes in the second update.)"""
+    nlp = build_nlp(tiny_bert)
+    fix_random_seed(0)
+    examples = make_examples(nlp, 8, 0)
+    optimizer = registry.resolve(
+        {
+            "optimizer": {
+                "@optimizers": "spacy_bert_ner.Adam.v2",
+                "learn_rate": LEARN_RATE,
+                "layer_lr_decay": layer_lr_decay,
+                "L2": 0.0,
+                "grad_clip": 0.0,
+            }
+        }
+    )["optimizer"]
+    nlp.initialize(lambda: examples, sgd=optimizer)
+    shim = next(shim for node in nlp.get_pipe("transformer").model.walk() for shim in node.shims)
+    nlp.update(examples, sgd=optimizer, drop=0.0)
+    before = {k: p.detach().numpy().copy() for k, p in shim._model.named_parameters()}
+    nlp.update(examples, sgd=optimizer, drop=0.0)
+    after = dict(shim._model.named_parameters())
+    return {k: float(numpy.abs(after[k].detach().numpy() - v).max()) for k, v in before.items()}
+
+
+def test_layer_lr_decay_slows_the_lower_layers(tiny_bert):
+    """On CPU too (thinc's Adam cannot see the whole encoder, so update_all runs there)."""
+    full = encoder_steps(tiny_bert, 1.0)
+    decayed = encoder_steps(tiny_bert, 0.5)
+    n_layers = 1 + max(int(k.split(".")[2]) for k in full if k.startswith("encoder.layer."))
+    checked = 0
+    for key, step in full.items():
+        if step < 0.5 * LEARN_RATE:  # no gradient to speak of (e.g. unused embedding rows)
+            continue
+        if key.startswith("encoder.layer."):
+            expected = 0.5 ** (n_layers - 1 - int(key.split(".")[2]))
+        elif key.startswith("embeddings."):
+            expected = 0.5**n_layers
+        else:
+            expected = 1.0
+        assert decayed[key] == pytest.approx(expected * step, rel=0.02), key
+        checked += 1
+    assert checked > 10
+
+
+def test_layer_lr_decay_settings_are_checked():
+    with pytest.raises(ValueError, match="layer_lr_decay must be in"):
+        optimizers.make_layer_decayed_adam(1e-4, layer_lr_decay=0.0)
+    with pytest.raises(ValueError, match="L2_is_weight_decay = true"):
+        optimizers.make_layer_decayed_adam(1e-4, layer_lr_decay=0.8, L2_is_weight_decay=False)
+    # One parameter at a time (another transformer architecture), the decay cannot apply.
+    optimizer = optimizers.make_layer_decayed_adam(1e-4, layer_lr_decay=0.8)
+    weights = numpy.zeros((2, 2), dtype="float32")
+    with pytest.raises(ValueError, match="spacy_bert_ner.TransformerModel.v1"):
+        optimizer((1, "encoder.layer.0.output.dense.weight"), weights, weights.copy())
+    optimizer((2, "W"), weights, weights.copy())  # thinc's layers are fine
+
+
+def averaged_training(tiny_bert, version: str):
+    """Four updates with parameter averages; the weights of one encoder parameter and of the
+    output layer after each."""
+    nlp = build_nlp(tiny_bert)
+    fix_random_seed(0)
+    examples = make_examples(nlp, 8, 0)
+    optimizer = registry.resolve(
+        {
+            "optimizer": {
+                "@optimizers": f"spacy_bert_ner.Adam.{version}",
+                "learn_rate": LEARN_RATE,
+                "head_lr_scale": 10.0,
+                "use_averages": True,
+            }
+        }
+    )["optimizer"]
+    nlp.initialize(lambda: examples, sgd=optimizer)
+    history = []
+    for _ in range(4):
+        nlp.update(examples, sgd=optimizer, drop=0.0)
+        history.append(snapshot(nlp))
+    return nlp, optimizer, history
+
+
+def thinc_average(steps):
+    """thinc's `Ops.update_averages` over a parameter's values after each of its updates."""
+    average = numpy.zeros_like(steps[0])
+    for t, weights in enumerate(steps, 1):
+        decay = min((1.0 + t) / (10.0 + t), 0.9999)
+        average += (1.0 - decay) * (weights - average)
+    return average
+
+
+def test_v2_evaluates_with_the_averages_of_the_encoder_too(tiny_bert):
+    nlp, optimizer, history = averaged_training(tiny_bert, "v2")
+    # The encoder's first step comes in the second update (see encoder_steps).
+    expected = {
+        "encoder": thinc_average([h["encoder"] for h in history[1:]]),
+        "head": thinc_average([h["head"] for h in history]),
+    }
+    with nlp.use_params(optimizer.averages):
+        averaged = snapshot(nlp)
+    for key in ("encoder", "head"):
+        numpy.testing.assert_allclose(averaged[key], expected[key], rtol=1e-5, atol=1e-7)
+        assert not numpy.allclose(averaged[key], history[-1][key])
+    # Back to the trained weights after the block.
+    for key, weights in snapshot(nlp).items():
+        numpy.testing.assert_array_equal(weights, history[-1][key])
+
+
+def test_v1_like_thinc_adam_averages_only_thincs_layers(tiny_bert):
+    """Why v2 keeps the averages itself: thinc's Adam keeps the encoder's under keys that
+    `PyTorchShim.use_params` does not read, so inside use_params the encoder is unchanged."""
+    nlp, optimizer, history = averaged_training(tiny_bert, "v1")
+    with nlp.use_params(optimizer.averages):
+        averaged = snapshot(nlp)
+    numpy.testing.assert_array_equal(averaged["encoder"], history[-1]["encoder"])
+    assert not numpy.allclose(averaged["head"], history[-1]["head"])

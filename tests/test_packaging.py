@@ -1,9 +1,11 @@
 """Installed metadata (spaCy entry points) and offline encoder resolution."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -28,7 +30,8 @@ EXPECTED_ENTRY_POINTS = {
     },
     "spacy_scorers": {"spacy_bert_ner.ner_scorer.v1": "spacy_bert_ner.scorer:make_ner_scorer"},
     "thinc_optimizers": {
-        "spacy_bert_ner.Adam.v1": "spacy_bert_ner.optimizers:make_head_scaled_adam"
+        "spacy_bert_ner.Adam.v1": "spacy_bert_ner.optimizers:make_head_scaled_adam",
+        "spacy_bert_ner.Adam.v2": "spacy_bert_ner.optimizers:make_layer_decayed_adam",
     },
     "thinc_schedules": {
         "spacy_bert_ner.warmup_linear.v1": "spacy_bert_ner.schedules:warmup_linear"
@@ -144,3 +147,36 @@ def test_transformer_architecture_uses_resolved_name():
     assert isinstance(model, FastTransformerModel)
     assert model.attrs["name"] == resolve_encoder(EMBEDDED_ENCODER)
     assert Path(model.attrs["name"], "config.json").is_file()
+
+
+def test_wheel_holds_every_module(tmp_path):
+    """A regular (not editable) install gets the subpackages too: the wheel once left out
+    spacy_bert_ner/evaluation, so `analyze` and the benchmarks failed to import when installed."""
+    root = Path(__file__).resolve().parent.parent
+    # Built from a copy, so that the build's egg-info does not land in the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(root / "spacy_bert_ner", source / "spacy_bert_ner")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("spacy_bert_ner-*.whl")
+    packaged = set(zipfile.ZipFile(wheel).namelist())
+    sources = {p.relative_to(root).as_posix() for p in (root / "spacy_bert_ner").rglob("*.py")}
+    assert "spacy_bert_ner/evaluation/corpus.py" in sources
+    assert sources <= packaged, sorted(sources - packaged)
+    assert "spacy_bert_ner/py.typed" in packaged
