@@ -27,7 +27,9 @@ LAYER_INDEX = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
 
 
 class HeadScaledAdam(Optimizer):
-    """thinc's Adam, with the learning rate of thinc's own layers multiplied by `head_lr_scale`.
+    """thinc's Adam, with the learning rate of thinc's own layers multiplied by `head_lr_scale`
+    (and, from `spacy_bert_ner.Adam.v2`, the encoder's by a factor per layer, `layer_lr_decay`,
+    and parameter averages that cover the encoder: `average_encoder`).
 
     The pretrained encoder (a PyTorch model inside a thinc shim) fine-tunes at the schedule's rate;
     the classifier head and the casing features start from random weights and are trained at a
@@ -184,12 +186,12 @@ class HeadScaledAdam(Optimizer):
     def _learn_layer_scales(self, keys: Sequence[KeyT]) -> None:
         """Work out the layer-wise factors of the encoder parameters among `keys` (all of a
         model's parameters: the factor depends on how many layers its encoder has)."""
-        if self.layer_lr_decay == 1.0 or all(key in self._layer_scales for key in keys):
+        pretrained = [key for key in keys if is_pretrained_param(key)]
+        if self.layer_lr_decay == 1.0 or all(key in self._layer_scales for key in pretrained):
             return
         by_model: Dict[int, List[str]] = defaultdict(list)
-        for key in keys:
-            if is_pretrained_param(key):
-                by_model[key[0]].append(key[1])
+        for model_id, name in pretrained:
+            by_model[model_id].append(name)
         for model_id, names in by_model.items():
             for name, scale in layer_lr_scales(names, self.layer_lr_decay).items():
                 self._layer_scales[(model_id, name)] = scale

@@ -16,17 +16,16 @@ from spacy_bert_ner.optimizers import HeadScaledAdam, is_pretrained_param
 LEARN_RATE = 1e-3
 
 
+def resolve_optimizer(version: str = "v1", **settings):
+    """`spacy_bert_ner.Adam.{version}` at LEARN_RATE (constant), as a config would build it."""
+    config = {"@optimizers": f"spacy_bert_ner.Adam.{version}", "learn_rate": LEARN_RATE}
+    return registry.resolve({"optimizer": {**config, **settings}})["optimizer"]
+
+
 def make_optimizer(head_lr_scale: float):
     """Constant learning rate, no weight decay or clipping: Adam's first step on a parameter then
     moves each of its weights (with a gradient) by exactly learn_rate x scale."""
-    config = {
-        "@optimizers": "spacy_bert_ner.Adam.v1",
-        "learn_rate": LEARN_RATE,
-        "head_lr_scale": head_lr_scale,
-        "L2": 0.0,
-        "grad_clip": 0.0,
-    }
-    return registry.resolve({"optimizer": config})["optimizer"]
+    return resolve_optimizer(head_lr_scale=head_lr_scale, L2=0.0, grad_clip=0.0)
 
 
 def snapshot(nlp) -> Dict[str, numpy.ndarray]:
@@ -106,19 +105,13 @@ def train_three_steps(tiny_bert, update_all: bool, monkeypatch) -> Dict[str, num
     nlp = build_nlp(tiny_bert)
     fix_random_seed(0)
     examples = make_examples(nlp, 8, 0)
-    optimizer = registry.resolve(
-        {
-            "optimizer": {
-                "@optimizers": "spacy_bert_ner.Adam.v1",
-                "learn_rate": LEARN_RATE,
-                "head_lr_scale": 10.0,
-                # Small enough that some parameters' gradients are clipped and some are not.
-                "grad_clip": 0.05,
-                # Large enough that leaving out weight decay would show.
-                "L2": 0.1,
-            }
-        }
-    )["optimizer"]
+    optimizer = resolve_optimizer(
+        head_lr_scale=10.0,
+        # Small enough that some parameters' gradients are clipped and some are not.
+        grad_clip=0.05,
+        # Large enough that leaving out weight decay would show.
+        L2=0.1,
+    )
     nlp.initialize(lambda: examples, sgd=optimizer)
     with monkeypatch.context() as patch:
         # (On a GPU it runs by default; on CPU, thinc's Adam is as fast.)
@@ -196,17 +189,7 @@ def encoder_steps(tiny_bert, layer_lr_decay: float) -> Dict[str, float]:
     nlp = build_nlp(tiny_bert)
     fix_random_seed(0)
     examples = make_examples(nlp, 8, 0)
-    optimizer = registry.resolve(
-        {
-            "optimizer": {
-                "@optimizers": "spacy_bert_ner.Adam.v2",
-                "learn_rate": LEARN_RATE,
-                "layer_lr_decay": layer_lr_decay,
-                "L2": 0.0,
-                "grad_clip": 0.0,
-            }
-        }
-    )["optimizer"]
+    optimizer = resolve_optimizer("v2", layer_lr_decay=layer_lr_decay, L2=0.0, grad_clip=0.0)
     nlp.initialize(lambda: examples, sgd=optimizer)
     shim = next(shim for node in nlp.get_pipe("transformer").model.walk() for shim in node.shims)
     nlp.update(examples, sgd=optimizer, drop=0.0)
@@ -255,16 +238,7 @@ def averaged_training(tiny_bert, version: str):
     nlp = build_nlp(tiny_bert)
     fix_random_seed(0)
     examples = make_examples(nlp, 8, 0)
-    optimizer = registry.resolve(
-        {
-            "optimizer": {
-                "@optimizers": f"spacy_bert_ner.Adam.{version}",
-                "learn_rate": LEARN_RATE,
-                "head_lr_scale": 10.0,
-                "use_averages": True,
-            }
-        }
-    )["optimizer"]
+    optimizer = resolve_optimizer(version, head_lr_scale=10.0, use_averages=True)
     nlp.initialize(lambda: examples, sgd=optimizer)
     history = []
     for _ in range(4):
