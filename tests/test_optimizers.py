@@ -5,6 +5,7 @@ from typing import Dict
 
 import numpy
 import pytest
+import torch
 from spacy.util import load_config, registry
 from synthetic import make_examples
 from thinc.api import Adam, fix_random_seed
@@ -28,10 +29,15 @@ def make_optimizer(head_lr_scale: float):
     return resolve_optimizer(head_lr_scale=head_lr_scale, L2=0.0, grad_clip=0.0)
 
 
+def encoder_params(nlp) -> Dict[str, torch.nn.Parameter]:
+    """The transformer's PyTorch parameters, by name."""
+    shim = next(shim for node in nlp.get_pipe("transformer").model.walk() for shim in node.shims)
+    return dict(shim._model.named_parameters())
+
+
 def snapshot(nlp) -> Dict[str, numpy.ndarray]:
     head = nlp.get_pipe("bert_ner").model.get_ref("output_layer")
-    shim = next(shim for node in nlp.get_pipe("transformer").model.walk() for shim in node.shims)
-    encoder = dict(shim._model.named_parameters())
+    encoder = encoder_params(nlp)
     return {
         "head": numpy.array(head.get_param("W")),
         "encoder": encoder["encoder.layer.0.output.dense.weight"].detach().numpy().copy(),
@@ -191,11 +197,10 @@ def encoder_steps(tiny_bert, layer_lr_decay: float) -> Dict[str, float]:
     examples = make_examples(nlp, 8, 0)
     optimizer = resolve_optimizer("v2", layer_lr_decay=layer_lr_decay, L2=0.0, grad_clip=0.0)
     nlp.initialize(lambda: examples, sgd=optimizer)
-    shim = next(shim for node in nlp.get_pipe("transformer").model.walk() for shim in node.shims)
     nlp.update(examples, sgd=optimizer, drop=0.0)
-    before = {k: p.detach().numpy().copy() for k, p in shim._model.named_parameters()}
+    before = {k: p.detach().numpy().copy() for k, p in encoder_params(nlp).items()}
     nlp.update(examples, sgd=optimizer, drop=0.0)
-    after = dict(shim._model.named_parameters())
+    after = encoder_params(nlp)
     return {k: float(numpy.abs(after[k].detach().numpy() - v).max()) for k, v in before.items()}
 
 
