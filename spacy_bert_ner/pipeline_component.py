@@ -332,7 +332,8 @@ class BertNER(TrainablePipe):
 
     def finish_update(self, sgd: Optimizer) -> None:
         """Update the model's parameters from their gradients: all at once with
-        `spacy_bert_ner.Adam.v1` (`optimizers.update_all`), else one by one as thinc does."""
+        `spacy_bert_ner.Adam.v1` or `.v2` where `optimizers.update_all` applies, else one by one
+        as thinc does."""
         if not update_all(self.model, sgd):
             self.model.finish_update(sgd)
 

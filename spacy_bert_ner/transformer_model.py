@@ -20,8 +20,9 @@ class FastTransformerModel(TransformerModel):
       `predict` is what the component calls to annotate docs (`nlp(text)`, `nlp.pipe`,
       evaluation during training); `begin_update`, the training path, is unchanged.
     - `finish_update` updates all the encoder's parameters in one multi-tensor step when the
-      optimizer is `spacy_bert_ner.Adam.v1` (`optimizers.update_all`: thinc's Adam arithmetic,
-      without a host-device synchronisation per parameter), and as thinc does otherwise.
+      optimizer is `spacy_bert_ner.Adam.v1` or `.v2` (`optimizers.update_all`: thinc's Adam
+      arithmetic, without a host-device synchronisation per parameter; on a GPU, and on CPU for
+      v2's layer-wise decay and averages), and as thinc does otherwise.
 
     A subclass rather than a wrapping thinc layer, because the `transformer` component and its
     listeners use the model's own attributes (`set_transformer`, `tokenizer`, `transformer`, the
