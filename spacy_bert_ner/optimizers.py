@@ -1,6 +1,6 @@
 """Registered optimizers: Adam with a separate learning rate for the layers trained from scratch
-(and, in v2, a learning rate that decays from the encoder's top layer down), which on a GPU updates
-all of a model's parameters in one step of torch's multi-tensor ("foreach") operations.
+(and, in v2, a learning rate that decays from the encoder's top layer down), which updates all of
+a model's parameters at once, with thinc's Adam arithmetic in torch's fused AdamW kernel.
 """
 
 import re
@@ -17,9 +17,9 @@ from thinc.types import ArrayXd, FloatsXd
 # One parameter for `HeadScaledAdam.update_all`: its optimizer key, its weights and its gradient.
 TorchParam = Tuple[KeyT, torch.Tensor, torch.Tensor]
 
-# `update_all` only runs on a GPU by default: on CPU, thinc's per-parameter Adam is a fused C loop
-# and as fast (10 ms per step either way for the issue-12 proxy's parameters, one thread).
-UPDATE_ALL_ON_CPU = False
+# Where torch's fused AdamW kernel runs (elsewhere `update_all` uses multi-tensor operations).
+FUSED_DEVICES = ("cpu", "cuda")
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # The layer of a transformer parameter: "encoder.layer.3.attention.self.query.weight" (BERT,
 # RoBERTa), "transformer.layer.3.ffn.lin1.weight" (DistilBERT).
@@ -106,8 +106,11 @@ class HeadScaledAdam(Optimizer):
 
         thinc's Adam runs once per parameter: on a GPU each call launches several kernels and
         waits for the clipping norm (a host-device synchronisation per parameter, about 120 per
-        step with MiniLM); here one multi-tensor operation covers all parameters of a group. On
-        an H100 that made training 1.8x faster (BENCHMARKS.md, issue 12).
+        step with MiniLM), on CPU its C loop is not vectorized; here the clipping is one
+        multi-tensor operation and Adam one call of torch's fused AdamW kernel over all
+        parameters of a group (`_fused_adam`). On an H100 the multi-tensor step made training
+        1.8x faster; on CPU the fused kernel takes a quarter of thinc's time (BENCHMARKS.md,
+        issue 12).
         """
         self._learn_layer_scales([key for key, _, _ in params])
         groups: Dict[Tuple[int, float], List[TorchParam]] = defaultdict(list)
@@ -133,15 +136,16 @@ class HeadScaledAdam(Optimizer):
             norms = torch.stack(torch._foreach_norm(grads))
             factors = torch.clamp(self.grad_clip / norms, max=1.0)
             torch._foreach_mul_(grads, list(factors.unbind(0)))
-        b1, b2 = self.b1, self.b2
-        lr = self.learn_rate * (1.0 - b2**nr_upd) ** 0.5 / (1.0 - b1**nr_upd)
-        torch._foreach_mul_(mom1, b1)
-        torch._foreach_add_(mom1, grads, alpha=1.0 - b1)
-        torch._foreach_mul_(mom2, b2)
-        torch._foreach_addcmul_(mom2, grads, grads, value=1.0 - b2)
-        denominators = torch._foreach_sqrt(mom2)
-        torch._foreach_add_(denominators, self.eps)
-        torch._foreach_addcdiv_(weights, mom1, denominators, value=-lr * lr_scale)
+        if not _fused_adam(self, weights, grads, mom1, mom2, nr_upd, lr_scale):
+            b1, b2 = self.b1, self.b2
+            lr = self.learn_rate * (1.0 - b2**nr_upd) ** 0.5 / (1.0 - b1**nr_upd)
+            torch._foreach_mul_(mom1, b1)
+            torch._foreach_add_(mom1, grads, alpha=1.0 - b1)
+            torch._foreach_mul_(mom2, b2)
+            torch._foreach_addcmul_(mom2, grads, grads, value=1.0 - b2)
+            denominators = torch._foreach_sqrt(mom2)
+            torch._foreach_add_(denominators, self.eps)
+            torch._foreach_addcdiv_(weights, mom1, denominators, value=-lr * lr_scale)
         torch._foreach_zero_(grads)
         if self.L2 != 0:
             torch._foreach_mul_(weights, 1.0 - lr_scale * self.learn_rate * self.L2)
@@ -209,6 +213,47 @@ class HeadScaledAdam(Optimizer):
                 "one by one. Use that architecture, or spacy_bert_ner.Adam.v1."
             )
         return super().__call__(key, weights, gradient, lr_scale=lr_scale * self.lr_scale(key))
+
+
+def _fused_adam(
+    optimizer: Optimizer,
+    weights: List[torch.Tensor],
+    grads: List[torch.Tensor],
+    mom1: List[torch.Tensor],
+    mom2: List[torch.Tensor],
+    nr_upd: int,
+    lr_scale: float,
+) -> bool:
+    """thinc's Adam step (`Optimizer._adam`) for many parameters in one call of torch's fused
+    AdamW kernel (no weight decay: thinc decays after the step, which `update_all` does next).
+    Returns False, having changed nothing, where torch has no fused kernel for these tensors.
+
+    thinc folds both bias corrections into the learning rate and adds eps to sqrt(mom2):
+        w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
+    torch's kernel divides sqrt(mom2) by its correction before adding eps:
+        w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps')
+    which is the same step with eps' = eps / sqrt(1 - b2^t).
+    """
+    device = weights[0].device
+    if device.type not in FUSED_DEVICES or any(w.dtype not in FUSED_DTYPES for w in weights):
+        return False
+    step = torch.tensor(float(nr_upd), device=device)
+    torch._fused_adamw_(
+        weights,
+        grads,
+        mom1,
+        mom2,
+        [],
+        [step] * len(weights),
+        lr=optimizer.learn_rate * lr_scale,
+        beta1=optimizer.b1,
+        beta2=optimizer.b2,
+        weight_decay=0.0,
+        eps=optimizer.eps / (1.0 - optimizer.b2**nr_upd) ** 0.5,
+        amsgrad=False,
+        maximize=False,
+    )
+    return True
 
 
 def layer_lr_scales(names: Sequence[str], decay: float) -> Dict[str, float]:
@@ -319,14 +364,10 @@ def make_layer_decayed_adam(
 
 def update_all(model: Model, optimizer: Optimizer) -> bool:
     """`model.finish_update(optimizer)` as one `HeadScaledAdam.update_all` step over every
-    parameter of the model: its thinc layers' and those of the PyTorch models in its shims, on a
-    GPU (and on CPU with layer-wise decay, which needs all the encoder's parameters at once).
-    Returns False, having changed nothing, on CPU or where the optimizer cannot (the caller then
-    calls `finish_update` as usual)."""
+    parameter of the model: its thinc layers' and those of the PyTorch models in its shims.
+    Returns False, having changed nothing, where the optimizer is not a `HeadScaledAdam` or its
+    settings are not AdamW's (the caller then calls `finish_update` as usual)."""
     if not isinstance(optimizer, HeadScaledAdam) or not optimizer.can_update_all:
-        return False
-    on_cpu = UPDATE_ALL_ON_CPU or optimizer.needs_update_all
-    if model.ops.device_type != "gpu" and not on_cpu:
         return False
     params: List[TorchParam] = []
     scalers = []

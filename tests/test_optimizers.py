@@ -107,7 +107,11 @@ def all_weights(nlp) -> Dict[str, numpy.ndarray]:
     return weights
 
 
-def train_three_steps(tiny_bert, update_all: bool, monkeypatch) -> Dict[str, numpy.ndarray]:
+def train_three_steps(tiny_bert, path: str, monkeypatch) -> Dict[str, numpy.ndarray]:
+    """Three updates of the tiny pipeline, the optimizer step taken by `path`: "fused" (the
+    default: update_all with torch's fused AdamW kernel), "foreach" (update_all with multi-tensor
+    operations, where torch has no fused kernel) or "thinc" (thinc's Adam, parameter by
+    parameter)."""
     nlp = build_nlp(tiny_bert)
     fix_random_seed(0)
     examples = make_examples(nlp, 8, 0)
@@ -119,24 +123,34 @@ def train_three_steps(tiny_bert, update_all: bool, monkeypatch) -> Dict[str, num
         L2=0.1,
     )
     nlp.initialize(lambda: examples, sgd=optimizer)
+    fused_calls = []
     with monkeypatch.context() as patch:
-        # (On a GPU it runs by default; on CPU, thinc's Adam is as fast.)
-        patch.setattr(optimizers, "UPDATE_ALL_ON_CPU", True)
-        if not update_all:
+        if path == "foreach":
+            patch.setattr(optimizers, "FUSED_DEVICES", ())
+        if path == "thinc":
             patch.setattr(HeadScaledAdam, "can_update_all", property(lambda self: False))
+        fused = torch._fused_adamw_
+
+        def counted(*args, **kwargs):
+            fused_calls.append(1)
+            return fused(*args, **kwargs)
+
+        patch.setattr(torch, "_fused_adamw_", counted)
         for _ in range(3):
             nlp.update(examples, sgd=optimizer, drop=0.0)
     # Which path ran: update_all keeps its moments as torch tensors, thinc in mom1/mom2.
-    assert bool(optimizer._moments) == update_all
-    assert bool(optimizer.mom1) != update_all
+    assert bool(optimizer._moments) == (path != "thinc")
+    assert bool(optimizer.mom1) == (path == "thinc")
+    assert bool(fused_calls) == (path == "fused")
     return all_weights(nlp)
 
 
-def test_update_all_is_thinc_adam(tiny_bert, monkeypatch):
-    """One multi-tensor step over all parameters updates them as thinc's Adam, called once per
-    parameter, does: with clipping, weight decay and the head's own learning rate."""
-    together = train_three_steps(tiny_bert, True, monkeypatch)
-    one_by_one = train_three_steps(tiny_bert, False, monkeypatch)
+@pytest.mark.parametrize("path", ["fused", "foreach"])
+def test_update_all_is_thinc_adam(tiny_bert, monkeypatch, path):
+    """One step over all parameters (fused, or multi-tensor) updates them as thinc's Adam, called
+    once per parameter, does: with clipping, weight decay and the head's own learning rate."""
+    together = train_three_steps(tiny_bert, path, monkeypatch)
+    one_by_one = train_three_steps(tiny_bert, "thinc", monkeypatch)
     assert together.keys() == one_by_one.keys()
     assert any(":encoder." in key for key in together) and any(":W" in key for key in together)
     for key, weights in one_by_one.items():
@@ -148,13 +162,18 @@ def test_update_all_is_thinc_adam(tiny_bert, monkeypatch):
         )
 
 
-def test_update_all_leaves_other_optimizers_and_cpu_alone(monkeypatch):
+def test_update_all_runs_for_adamw_only(monkeypatch):
     from thinc.api import Linear
 
     from spacy_bert_ner.optimizers import update_all
 
-    assert not update_all(Linear(2, 2), make_optimizer(1.0))  # CPU: thinc's Adam
-    monkeypatch.setattr(optimizers, "UPDATE_ALL_ON_CPU", True)
+    model = Linear(2, 2)
+    model.initialize()
+    model.inc_grad("W", numpy.ones((2, 2), dtype="float32"))
+    before = model.get_param("W").copy()
+    assert update_all(model, make_optimizer(1.0))  # on CPU too
+    assert not numpy.array_equal(model.get_param("W"), before)
+    assert not model.get_grad("W").any()
     assert not update_all(Linear(2, 2), Adam(1e-3))
     averaged = make_optimizer(1.0)
     assert averaged.can_update_all
