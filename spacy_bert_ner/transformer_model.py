@@ -12,7 +12,6 @@ from spacy_transformers.layers import TransformerModel
 from spacy_transformers.layers import transformer_model as upstream
 from thinc.api import Optimizer, torch2xp
 from transformers.file_utils import ModelOutput
-from transformers.modeling_outputs import BaseModelOutput
 
 from .inference import predict_lock
 from .optimizers import update_all
@@ -83,14 +82,14 @@ def split_by_doc(batch: FullTransformerBatch) -> List[TransformerData]:
 
     # Convert all outputs to XP arrays.
     xp_model_output = ModelOutput()
-    last_hidden_state = cast(BaseModelOutput, batch.model_output).last_hidden_state
+    n_spans = cast(torch.Tensor, batch.model_output["last_hidden_state"]).shape[0]
     for key, output in batch.model_output.items():
         if isinstance(output, torch.Tensor):
             xp_model_output[key] = torch2xp(output)
         elif (
             isinstance(output, tuple)
             and all(isinstance(t, torch.Tensor) for t in output)
-            and all(t.shape[0] == last_hidden_state.shape[0] for t in output)
+            and all(t.shape[0] == n_spans for t in output)
         ):
             xp_model_output[key] = [torch2xp(t) for t in output]
 
