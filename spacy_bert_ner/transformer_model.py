@@ -3,14 +3,20 @@ spacy-transformers' `TransformerModel` with a faster split of its output by doc,
 prediction and a faster optimizer step.
 """
 
-from typing import Any, Callable, Dict, List, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
+import numpy
 import torch
-from spacy.tokens import Doc
-from spacy_transformers.data_classes import FullTransformerBatch, TransformerData
+from spacy.attrs import IDX, LENGTH
+from spacy.tokens import Doc, Span
+from spacy_transformers.align import get_alignment
+from spacy_transformers.data_classes import FullTransformerBatch, TransformerData, WordpieceBatch
 from spacy_transformers.layers import TransformerModel
-from spacy_transformers.layers import transformer_model as upstream
-from thinc.api import Optimizer, torch2xp
+from spacy_transformers.layers.transformer_model import huggingface_tokenize
+from spacy_transformers.truncate import truncate_oversize_splits
+from spacy_transformers.util import log_batch_size, log_gpu_memory, maybe_flush_pytorch_cache
+from thinc.api import Model, Optimizer, torch2xp
+from thinc.types import Ints1d, Ints3d, Ragged
 from transformers.file_utils import ModelOutput
 
 from .inference import predict_lock
@@ -56,10 +62,191 @@ class FastTransformerModel(TransformerModel):
 def forward(
     model: TransformerModel, docs: List[Doc], is_train: bool
 ) -> Tuple[FullTransformerBatch, Callable]:
-    """spacy-transformers' forward pass, with its output's `doc_data` filled by `split_by_doc`."""
-    output, backprop = upstream.forward(model, docs, is_train)
+    """spacy-transformers' forward pass (`spacy_transformers.layers.transformer_model.forward`),
+    with the word pieces aligned to tokens by `align_word_pieces` and the output split by doc as
+    it is made (`split_by_doc`). The rest is spacy-transformers' code."""
+    tokenizer = model.tokenizer
+    get_spans = model.attrs["get_spans"]
+    transformer = model.layers[0]
+    logger = model.attrs.get("logger")  # spacy-transformers' `set_logger`, to debug GPU memory
+
+    nested_spans = get_spans(docs)
+    flat_spans = [span for doc_spans in nested_spans for span in doc_spans]
+    maybe_flush_pytorch_cache(chance=model.attrs.get("flush_cache_chance", 0))
+    if logger:
+        log_gpu_memory(logger, "begin forward")
+    batch_encoding = huggingface_tokenize(tokenizer, [span.text for span in flat_spans])
+    wordpieces = WordpieceBatch.from_batch_encoding(batch_encoding)
+    if logger:
+        log_batch_size(logger, wordpieces, is_train)
+    if "offset_mapping" in batch_encoding:
+        align = align_word_pieces(flat_spans, batch_encoding["offset_mapping"])
+    else:
+        align = get_alignment(flat_spans, wordpieces.strings, tokenizer.all_special_tokens)
+    wordpieces, align = truncate_oversize_splits(wordpieces, align, tokenizer.model_max_length)
+    model_output, bp_tensors = encode(transformer, wordpieces, is_train)
+    if logger:
+        log_gpu_memory(logger, "after forward")
+    output = FullTransformerBatch(
+        spans=nested_spans, wordpieces=wordpieces, model_output=model_output, align=align
+    )
     output.cached_doc_data = split_by_doc(output)
-    return output, backprop
+
+    def backprop_transformer(d_output: FullTransformerBatch) -> List[Doc]:
+        if logger:
+            log_gpu_memory(logger, "Begin backprop")
+        bp_tensors(d_output.model_output)
+        if logger:
+            log_gpu_memory(logger, "After backprop")
+        return docs
+
+    return output, backprop_transformer
+
+
+def encode(
+    transformer: Model, wordpieces: WordpieceBatch, is_train: bool
+) -> Tuple[ModelOutput, Callable]:
+    """The transformer's output for a batch of word-piece sequences, and its backprop.
+
+    On CPU, where the encoder's arithmetic is most of a training step, sequences of very
+    different lengths (a document's full windows and its last, short one) are encoded in two
+    calls, each padded to its own longest sequence, when that saves at least `MIN_PADDING_SAVED`
+    of the padded positions (`length_groups`). The output is the same as one call's at every
+    word piece (padding beyond a group's longest sequence is zeros). On a GPU, where a step's
+    time goes to launching work rather than to arithmetic, it is one call.
+    """
+    groups = length_groups(wordpieces) if transformer.ops.device_type == "cpu" else None
+    if groups is None or not _splittable(transformer):
+        return transformer(wordpieces, is_train)
+    n_rows, n_cols = wordpieces.input_ids.shape
+    calls = []
+    for rows, width in groups:
+        output, backprop_call = transformer(_select(wordpieces, rows, width), is_train)
+        calls.append((torch.from_numpy(rows), width, output, backprop_call))
+    first = calls[0][2]
+    outputs: Dict[str, torch.Tensor] = {}
+    for key, value in first.items():
+        shape = (
+            (n_rows, n_cols, *value.shape[2:]) if value.dim() > 2 else (n_rows, *value.shape[1:])
+        )
+        outputs[key] = value.new_zeros(shape)
+    with torch.no_grad():  # each call's backprop is its own
+        for index, width, output, _ in calls:
+            for key, value in output.items():
+                if value.dim() > 2:
+                    outputs[key][index, :width] = value
+                else:
+                    outputs[key][index] = value
+    model_output = type(first)(**outputs)
+
+    def backprop(d_output: ModelOutput) -> List:
+        # As spacy-transformers' HFWrapper: the gradient is that of the last hidden state.
+        d_hidden = next(iter(d_output.values()))
+        for index, width, _, backprop_call in calls:
+            backprop_call(
+                ModelOutput(last_hidden_state=d_hidden[index.to(d_hidden.device), :width])
+            )
+        return []
+
+    return model_output, backprop
+
+
+def _select(wordpieces: WordpieceBatch, rows: numpy.ndarray, width: int) -> WordpieceBatch:
+    """Some sequences of a batch, padded to `width`."""
+    input_ids: Any = wordpieces.input_ids
+    attention_mask: Any = wordpieces.attention_mask
+    token_type_ids: Any = wordpieces.token_type_ids
+    return WordpieceBatch(
+        strings=[wordpieces.strings[i][:width] for i in rows],
+        input_ids=input_ids[rows, :width],
+        attention_mask=attention_mask[rows, :width],
+        lengths=[wordpieces.lengths[i] for i in rows],
+        token_type_ids=None if token_type_ids is None else token_type_ids[rows, :width],
+    )
+
+
+# The share of padded positions a second encoder call must save (see `encode`).
+MIN_PADDING_SAVED = 0.2
+
+
+def length_groups(wordpieces: WordpieceBatch) -> Optional[List[Tuple[numpy.ndarray, int]]]:
+    """The batch's sequences in two groups, shortest and longest (row indices and padded width
+    of each), where that pads at least `MIN_PADDING_SAVED` fewer positions than one batch; None
+    where it does not."""
+    lengths = numpy.asarray(wordpieces.attention_mask.sum(axis=1), dtype="int64")
+    if len(lengths) < 2:
+        return None
+    order = numpy.argsort(lengths, kind="stable")
+    ordered = lengths[order]
+    n = len(lengths)
+    # Padded positions with the k shortest sequences in the first group, k = 1 .. n - 1.
+    k = numpy.arange(1, n)
+    padded = k * ordered[:-1] + (n - k) * ordered[-1]
+    best = int(numpy.argmin(padded))
+    if padded[best] > (1.0 - MIN_PADDING_SAVED) * n * wordpieces.input_ids.shape[1]:
+        return None
+    split = best + 1
+    return [(order[:split], int(ordered[split - 1])), (order[split:], int(ordered[-1]))]
+
+
+def _splittable(transformer: Model) -> bool:
+    """Whether the encoder's outputs are all per sequence (or per word piece), which `encode`
+    can join; not its attentions."""
+    config = cast(Any, transformer.shims[0])._hfmodel.transformer.config
+    return not getattr(config, "output_attentions", False) and not getattr(
+        config, "output_hidden_states", False
+    )
+
+
+def align_word_pieces(spans: List[Span], offset_mapping: Ints3d) -> Ragged:
+    """`spacy_transformers.align.get_alignment_via_offset_mapping`: for each token of the spans'
+    docs (numbered as `split_by_doc` numbers them), the indices of the word pieces that overlap
+    it in the batch's flattened (padded) word pieces, in array operations instead of a dict of
+    every token and a set per token (a twentieth of a training step once the encoder is fast).
+
+    As spacy-transformers: a token owns its characters and the one after it (a following space),
+    a later token taking a shared character; a word piece overlaps each token that owns one of
+    its characters (special tokens, with no characters, overlap none).
+    """
+    if len(spans) != len(offset_mapping):
+        raise ValueError("Cannot align batches of different sizes.")
+    offsets: Dict[int, int] = {}
+    chars: Dict[int, numpy.ndarray] = {}
+    n_tokens = 0
+    positions: List[numpy.ndarray] = []
+    pieces: List[numpy.ndarray] = []
+    wp_start = 0
+    for span, span_offsets in zip(spans, offset_mapping):
+        doc = span.doc
+        if id(doc) not in offsets:
+            offsets[id(doc)] = n_tokens
+            n_tokens += len(doc)
+            chars[id(doc)] = doc.to_array([IDX, LENGTH]).astype("int64").reshape(-1, 2)
+        wp_offsets = numpy.asarray(span_offsets, dtype="int64").reshape(-1, 2)
+        if len(span):
+            token_chars = chars[id(doc)][span.start : span.end]
+            starts = token_chars[:, 0] - token_chars[0, 0]
+            ends = starts + token_chars[:, 1]  # the character after the token, owned too
+            # Each word piece's characters within the span's text (and the one after it).
+            first = numpy.clip(wp_offsets[:, 0], 0, ends[-1] + 1)
+            n_chars = numpy.maximum(numpy.clip(wp_offsets[:, 1], 0, ends[-1] + 1) - first, 0)
+            piece = numpy.repeat(numpy.arange(len(wp_offsets)), n_chars)
+            char = numpy.arange(len(piece)) - numpy.repeat(numpy.cumsum(n_chars) - n_chars, n_chars)
+            char += numpy.repeat(first, n_chars)
+            # The owner of a character: the last token starting at or before it, if it reaches it.
+            token = numpy.searchsorted(starts, char, side="right") - 1
+            owned = (token >= 0) & (char <= ends[numpy.maximum(token, 0)])
+            positions.append(offsets[id(doc)] + span.start + token[owned])
+            pieces.append(wp_start + piece[owned])
+        wp_start += len(wp_offsets)
+    if positions:
+        # Sort and deduplicate (token, piece) pairs: a token seen by overlapping spans once.
+        pairs = numpy.unique(numpy.concatenate(positions) * wp_start + numpy.concatenate(pieces))
+        lengths = numpy.bincount(pairs // wp_start, minlength=n_tokens)
+        flat = pairs % wp_start
+    else:
+        lengths, flat = numpy.zeros(n_tokens, dtype="int64"), numpy.zeros(0, dtype="int64")
+    return Ragged(cast(Ints1d, flat.astype("i")), cast(Ints1d, lengths.astype("i")))
 
 
 def split_by_doc(batch: FullTransformerBatch) -> List[TransformerData]:
@@ -71,7 +258,8 @@ def split_by_doc(batch: FullTransformerBatch) -> List[TransformerData]:
     doc's token i is then i plus the length of the docs numbered before it, which is computed
     here instead; everything else is spacy-transformers' code.
     """
-    # Where each doc's tokens start, numbered as get_token_positions does (docs by identity).
+    # Where each doc's tokens start, numbered as get_token_positions does (docs by identity;
+    # align_word_pieces numbers them the same way).
     offsets: Dict[int, int] = {}
     n_tokens = 0
     for doc_spans in batch.spans:

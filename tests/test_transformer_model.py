@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy
+import pytest
 import spacy
 from spacy_transformers.data_classes import FullTransformerBatch
 
@@ -46,3 +47,123 @@ def test_split_by_doc_equals_spacy_transformers(pipeline_path: Path) -> None:
     # The whole component: each doc's trf_data as the per-doc split gives it.
     annotated = list(nlp.pipe(texts))
     assert annotated[4]._.trf_data.align.lengths.tolist() == ours[4].align.lengths.tolist()
+
+
+def test_align_word_pieces_equals_spacy_transformers(tiny_bert: str) -> None:
+    """The same alignment as spacy-transformers' `get_alignment_via_offset_mapping` for
+    overlapping windows, the same doc twice, whitespace and control-character tokens (no word
+    piece), tokens without a space between them, words split into several pieces, accents and
+    emoji, a doc made from words, and random texts."""
+    import random
+
+    from spacy.tokens import Doc
+    from spacy_transformers.align import get_alignment_via_offset_mapping
+    from spacy_transformers.span_getters import get_strided_spans
+    from transformers import AutoTokenizer
+
+    from spacy_bert_ner.transformer_model import align_word_pieces
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert, use_fast=True)
+    nlp = spacy.blank("en")
+    texts = [
+        TEXT,
+        "acme  corp \n paris \t\t x",
+        "john \x07 smith\x00",
+        "(U.S.-based)anti-disestablishmentarianism!!",
+        "Zürich, São Paulo 😀 naïve café",
+        " ".join([TEXT] * 30),
+    ]
+    rng = random.Random(0)
+    alphabet = ["a", "bc", "Déf", "!", "-", " ", "  ", "\n", "😀", "xyzzyplugh", "0.5"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60))) for _ in range(30)]
+    docs = [nlp.make_doc(text) for text in texts]
+    docs.append(Doc(nlp.vocab, words=["paris", " ", "x", "y"], spaces=[False, True, False, False]))
+    docs.append(docs[0])
+    spans = [span for doc_spans in get_strided_spans(docs, 16, 12) for span in doc_spans]
+    assert len(spans) > len(docs)  # overlapping windows
+    encoding = tokenizer(
+        [span.text for span in spans],
+        return_offsets_mapping=True,
+        return_tensors="np",
+        padding="longest",
+    )
+    ours = align_word_pieces(spans, encoding["offset_mapping"])
+    theirs = get_alignment_via_offset_mapping(spans, encoding["offset_mapping"])
+    assert ours.lengths.tolist() == theirs.lengths.tolist()
+    assert ours.dataXd.tolist() == theirs.dataXd.tolist()
+    assert (ours.lengths == 0).any() and (ours.lengths > 2).any()
+    # One batch at a time, as the model sees them.
+    for doc in docs[:8]:
+        doc_spans = get_strided_spans([doc], 16, 12)[0]
+        encoding = tokenizer(
+            [s.text for s in doc_spans],
+            return_offsets_mapping=True,
+            return_tensors="np",
+            padding="longest",
+        )
+        a = align_word_pieces(doc_spans, encoding["offset_mapping"])
+        b = get_alignment_via_offset_mapping(doc_spans, encoding["offset_mapping"])
+        assert a.dataXd.tolist() == b.dataXd.tolist() and a.lengths.tolist() == b.lengths.tolist()
+    with pytest.raises(ValueError, match="different sizes"):
+        align_word_pieces(spans[:2], encoding["offset_mapping"][:1])
+
+
+def test_encode_in_length_groups_equals_one_call(pipeline_path: Path, monkeypatch) -> None:
+    """On CPU, sequences of very different lengths are encoded in two calls: the same hidden
+    states at every word piece as one call, and the same gradients for the encoder."""
+    import torch
+    from transformers.file_utils import ModelOutput
+
+    from spacy_bert_ner import transformer_model
+
+    nlp = spacy.load(pipeline_path)
+    model = nlp.get_pipe("transformer").model
+    # A long doc (full windows and a short last one) and short docs.
+    docs = [nlp.make_doc(t) for t in [" ".join([TEXT] * 15), TEXT, "paris", "acme corp"]]
+    encoder = model.layers[0].shims[0]._model
+    for module in encoder.modules():  # no dropout, so that both runs see the same arithmetic
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if hasattr(module, "dropout_prob"):  # attention dropout, passed to torch's sdpa
+            module.dropout_prob = 0.0
+    original = transformer_model.length_groups
+
+    def run(min_saved: float):
+        monkeypatch.setattr(transformer_model, "MIN_PADDING_SAVED", min_saved)
+        calls = []
+        monkeypatch.setattr(
+            transformer_model,
+            "length_groups",
+            lambda wp: calls.append(original(wp)) or calls[-1],
+        )
+        batch, backprop = model._func(model, docs, True)
+        hidden = batch.model_output.last_hidden_state.clone()
+        rng = numpy.random.default_rng(0)
+        d_hidden = torch.from_numpy(rng.normal(size=hidden.shape).astype("float32"))
+        # Padding gets no gradient (the listener's backprop gives none).
+        d_hidden *= torch.from_numpy(batch.wordpieces.attention_mask)[:, :, None]
+        for param in encoder.parameters():
+            param.grad = None
+        backprop(
+            FullTransformerBatch(
+                spans=batch.spans,
+                wordpieces=batch.wordpieces,
+                model_output=ModelOutput(last_hidden_state=d_hidden),
+                align=batch.align,
+            )
+        )
+        grads = {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
+        return batch, hidden, grads, calls
+
+    one_batch, one_hidden, one_grads, one_calls = run(1.1)
+    two_batch, two_hidden, two_grads, two_calls = run(0.2)
+    assert one_calls == [None] and two_calls[0] is not None  # one call, then two groups
+    real = torch.from_numpy(one_batch.wordpieces.attention_mask).bool()
+    assert (~real).any()  # there was padding to skip
+    torch.testing.assert_close(two_hidden[real], one_hidden[real], rtol=1e-4, atol=1e-5)
+    (short_rows, short_width), _ = two_calls[0]
+    assert short_width < two_hidden.shape[1]
+    assert not two_hidden[short_rows, short_width:].any()  # zeros beyond a group's width
+    assert one_grads.keys() == two_grads.keys()
+    for name, grad in one_grads.items():
+        torch.testing.assert_close(two_grads[name], grad, rtol=1e-3, atol=1e-5, msg=name)
