@@ -81,10 +81,10 @@ class HeadScaledAdam(Optimizer):
 
     @property
     def needs_update_all(self) -> bool:
-        """Whether these settings need `update_all`, on CPU too: thinc's Adam, called once per
-        parameter, cannot see how many layers the encoder has, and keeps the encoder's averages
-        under keys its PyTorch shim never reads (`Model.use_params` would apply the averages of
-        thinc's layers only)."""
+        """Whether these settings need `update_all`, which transformer architectures other than
+        ours do not call: thinc's Adam, called once per parameter, cannot see how many layers
+        the encoder has, and keeps the encoder's averages under keys its PyTorch shim never
+        reads (`Model.use_params` would apply the averages of thinc's layers only)."""
         return self.layer_lr_decay != 1.0 or (self.averages is not None and self.average_encoder)
 
     @property

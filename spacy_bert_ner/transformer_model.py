@@ -1,6 +1,6 @@
 """The transformer model the package registers (`spacy_bert_ner.TransformerModel.v1`):
-spacy-transformers' `TransformerModel` with a faster split of its output by doc, a faster
-prediction and a faster optimizer step.
+spacy-transformers' `TransformerModel` with a faster forward pass (alignment and split by doc in
+array operations; on CPU, less padding), a faster prediction and a faster optimizer step.
 """
 
 from typing import Any, Callable, Dict, List, Optional, Tuple, cast
@@ -26,13 +26,15 @@ from .optimizers import update_all
 class FastTransformerModel(TransformerModel):
     """spacy-transformers' `TransformerModel`, with three changes:
 
-    - Its output is split by doc as it is made (`forward`, `split_by_doc`), without the dict of
-      every token of the batch that spacy-transformers' split builds (a twentieth of a training
-      step once the encoder is fast). The split is the same.
+    - Its forward pass (`forward`) is spacy-transformers', with the word pieces aligned to the
+      tokens (`align_word_pieces`) and the output split by doc (`split_by_doc`) in array
+      operations, where spacy-transformers builds a dict of every token of the batch and a set
+      per token; the results are the same. On CPU, sequences of very different lengths are
+      encoded in two calls, with less padding (`encode`).
     - `predict` runs under `torch.inference_mode` (no autograd bookkeeping at all: ~10% faster on
       CPU than the `no_grad` thinc uses), one thread at a time (`inference.predict_lock`).
       `predict` is what the component calls to annotate docs (`nlp(text)`, `nlp.pipe`,
-      evaluation during training); `begin_update`, the training path, is unchanged.
+      evaluation during training); `begin_update`, the training path, keeps autograd.
     - `finish_update` updates all the encoder's parameters in one fused step when the optimizer
       is `spacy_bert_ner.Adam.v1` or `.v2` (`optimizers.update_all`: thinc's Adam arithmetic in
       torch's fused AdamW kernel, on CPU and GPU), and as thinc does otherwise.
