@@ -3,9 +3,12 @@ A/B timings in one session on one machine:
 
     python benchmarks/upstream_ab.py benchmarks/training_speed.py --thinc-adam [ARGS...]
     python benchmarks/upstream_ab.py benchmarks/training_speed.py --upstream-pooling [ARGS...]
+    python benchmarks/upstream_ab.py benchmarks/training_speed.py --upstream-forward [ARGS...]
 
---thinc-adam: thinc's per-parameter Adam instead of `optimizers.update_all` (GPU only differs);
---upstream-pooling: spacy-transformers' doc-by-doc `trfs2arrays` instead of `listener.trfs2arrays`.
+--thinc-adam: thinc's per-parameter Adam instead of `optimizers.update_all`;
+--upstream-pooling: spacy-transformers' doc-by-doc `trfs2arrays` instead of `listener.trfs2arrays`;
+--upstream-forward: spacy-transformers' forward pass of the transformer model (its alignment and
+split by doc, one encoder call per batch) instead of `transformer_model.forward`.
 Only for benchmarks that build their pipelines in this process (not inference_speed.py, whose
 systems run in child processes).
 """
@@ -26,5 +29,12 @@ if "--upstream-pooling" in args:
     from spacy_bert_ner import architectures
 
     architectures.trfs2arrays = spacy_transformers.layers.trfs2arrays  # type: ignore
+if "--upstream-forward" in args:
+    args.remove("--upstream-forward")
+    from spacy_transformers.layers import transformer_model as upstream
+
+    from spacy_bert_ner import transformer_model
+
+    transformer_model.forward = upstream.forward  # type: ignore
 sys.argv = args
 runpy.run_path(args[0], run_name="__main__")

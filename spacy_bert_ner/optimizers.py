@@ -102,7 +102,8 @@ class HeadScaledAdam(Optimizer):
     def update_all(self, params: List[TorchParam]) -> None:
         """Update many parameters at once, in place, with the arithmetic of thinc's Adam
         (`Optimizer.__call__`: per-parameter gradient clipping, Adam with thinc's bias correction,
-        then decoupled weight decay), and zero their gradients.
+        then decoupled weight decay). The gradients are clipped in place; clearing them is the
+        caller's (`update_all`).
 
         thinc's Adam runs once per parameter: on a GPU each call launches several kernels and
         waits for the clipping norm (a host-device synchronisation per parameter, about 120 per
@@ -131,11 +132,7 @@ class HeadScaledAdam(Optimizer):
         mom1 = [self._moments[key][0] for key, _, _ in group]
         mom2 = [self._moments[key][1] for key, _, _ in group]
         if self.grad_clip:
-            # thinc: if norm >= clip: gradient *= clip / norm. A factor capped at 1 does the same
-            # without reading the norms back to the host.
-            norms = torch.stack(torch._foreach_norm(grads))
-            factors = torch.clamp(self.grad_clip / norms, max=1.0)
-            torch._foreach_mul_(grads, list(factors.unbind(0)))
+            _clip_gradients(grads, self.grad_clip)
         if not _fused_adam(self, weights, grads, mom1, mom2, nr_upd, lr_scale):
             b1, b2 = self.b1, self.b2
             lr = self.learn_rate * (1.0 - b2**nr_upd) ** 0.5 / (1.0 - b1**nr_upd)
@@ -146,7 +143,6 @@ class HeadScaledAdam(Optimizer):
             denominators = torch._foreach_sqrt(mom2)
             torch._foreach_add_(denominators, self.eps)
             torch._foreach_addcdiv_(weights, mom1, denominators, value=-lr * lr_scale)
-        torch._foreach_zero_(grads)
         if self.L2 != 0:
             torch._foreach_mul_(weights, 1.0 - lr_scale * self.learn_rate * self.L2)
         if self.averages is not None:
@@ -213,6 +209,20 @@ class HeadScaledAdam(Optimizer):
                 "one by one. Use that architecture, or spacy_bert_ner.Adam.v1."
             )
         return super().__call__(key, weights, gradient, lr_scale=lr_scale * self.lr_scale(key))
+
+
+def _clip_gradients(grads: List[torch.Tensor], clip: float) -> None:
+    """thinc's gradient clipping, each gradient on its own: if norm >= clip, gradient *= clip /
+    norm. On CPU only the clipped gradients are multiplied; on a GPU all are, by a factor capped
+    at 1, so that the norms are not read back to the host."""
+    norms = torch._foreach_norm(grads)
+    if grads[0].device.type == "cpu":
+        clipped = [(g, clip / float(n)) for g, n in zip(grads, norms) if float(n) >= clip]
+        if clipped:
+            torch._foreach_mul_([g for g, _ in clipped], [factor for _, factor in clipped])
+    else:
+        factors = torch.clamp(clip / torch.stack(norms), max=1.0)
+        torch._foreach_mul_(grads, list(factors.unbind(0)))
 
 
 def _fused_adam(
@@ -370,6 +380,7 @@ def update_all(model: Model, optimizer: Optimizer) -> bool:
     if not isinstance(optimizer, HeadScaledAdam) or not optimizer.can_update_all:
         return False
     params: List[TorchParam] = []
+    encoder_params: List[torch.nn.Parameter] = []
     scalers = []
     for node in model.walk():
         for shim in node.shims:
@@ -386,12 +397,22 @@ def update_all(model: Model, optimizer: Optimizer) -> bool:
                     optimizer.average_unchanged((shim.id, name), param.data)
                 else:
                     params.append(((shim.id, name), param.data, param.grad))
+                    encoder_params.append(param)
+    thinc_grads = []
     for node in model.walk():
         for name in node.param_names:
             if node.has_grad(name):
                 weights, gradient = node.get_param(name), node.get_grad(name)
-                params.append(((node.id, name), _shared_tensor(weights), _shared_tensor(gradient)))
+                thinc_grads.append(_shared_tensor(gradient))
+                params.append(((node.id, name), _shared_tensor(weights), thinc_grads[-1]))
     optimizer.update_all(params)
+    # Clear the gradients: thinc's are zeroed in place, as thinc's layers add to them; PyTorch's
+    # are dropped, as torch's optimizers do (the next backward pass then writes a new gradient
+    # instead of adding to a zeroed one).
+    if thinc_grads:
+        torch._foreach_zero_(thinc_grads)
+    for param in encoder_params:
+        param.grad = None
     for scaler in scalers:
         scaler.update()
     return True
