@@ -215,13 +215,13 @@ def _clip_gradients(grads: List[torch.Tensor], clip: float) -> None:
     """thinc's gradient clipping, each gradient on its own: if norm >= clip, gradient *= clip /
     norm. On CPU only the clipped gradients are multiplied; on a GPU all are, by a factor capped
     at 1, so that the norms are not read back to the host."""
-    norms = torch._foreach_norm(grads)
+    norms = torch.stack(torch._foreach_norm(grads))
     if grads[0].device.type == "cpu":
-        clipped = [(g, clip / float(n)) for g, n in zip(grads, norms) if float(n) >= clip]
+        clipped = [(g, clip / n) for g, n in zip(grads, norms.tolist()) if n >= clip]
         if clipped:
             torch._foreach_mul_([g for g, _ in clipped], [factor for _, factor in clipped])
     else:
-        factors = torch.clamp(clip / torch.stack(norms), max=1.0)
+        factors = torch.clamp(clip / norms, max=1.0)
         torch._foreach_mul_(grads, list(factors.unbind(0)))
 
 
