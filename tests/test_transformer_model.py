@@ -79,33 +79,28 @@ def test_align_word_pieces_equals_spacy_transformers(tiny_bert: str) -> None:
     docs = [nlp.make_doc(text) for text in texts]
     docs.append(Doc(nlp.vocab, words=["paris", " ", "x", "y"], spaces=[False, True, False, False]))
     docs.append(docs[0])
-    spans = [span for doc_spans in get_strided_spans(docs, 16, 12) for span in doc_spans]
-    assert len(spans) > len(docs)  # overlapping windows
-    encoding = tokenizer(
-        [span.text for span in spans],
-        return_offsets_mapping=True,
-        return_tensors="np",
-        padding="longest",
-    )
-    ours = align_word_pieces(spans, encoding["offset_mapping"])
-    theirs = get_alignment_via_offset_mapping(spans, encoding["offset_mapping"])
-    assert ours.lengths.tolist() == theirs.lengths.tolist()
-    assert ours.dataXd.tolist() == theirs.dataXd.tolist()
-    assert (ours.lengths == 0).any() and (ours.lengths > 2).any()
-    # One batch at a time, as the model sees them.
-    for doc in docs[:8]:
-        doc_spans = get_strided_spans([doc], 16, 12)[0]
+
+    def both_alignments(spans):
         encoding = tokenizer(
-            [s.text for s in doc_spans],
+            [span.text for span in spans],
             return_offsets_mapping=True,
             return_tensors="np",
             padding="longest",
         )
-        a = align_word_pieces(doc_spans, encoding["offset_mapping"])
-        b = get_alignment_via_offset_mapping(doc_spans, encoding["offset_mapping"])
-        assert a.dataXd.tolist() == b.dataXd.tolist() and a.lengths.tolist() == b.lengths.tolist()
+        offsets = encoding["offset_mapping"]
+        return align_word_pieces(spans, offsets), get_alignment_via_offset_mapping(spans, offsets)
+
+    # All docs in one batch, and one doc at a time.
+    batches = [get_strided_spans(docs, 16, 12)] + [get_strided_spans([d], 16, 12) for d in docs[:8]]
+    for nested in batches:
+        ours, theirs = both_alignments([span for doc_spans in nested for span in doc_spans])
+        assert ours.lengths.tolist() == theirs.lengths.tolist()
+        assert ours.dataXd.tolist() == theirs.dataXd.tolist()
+    assert sum(len(doc_spans) for doc_spans in batches[0]) > len(docs)  # overlapping windows
+    ours, _ = both_alignments([span for doc_spans in batches[0] for span in doc_spans])
+    assert (ours.lengths == 0).any() and (ours.lengths > 2).any()
     with pytest.raises(ValueError, match="different sizes"):
-        align_word_pieces(spans[:2], encoding["offset_mapping"][:1])
+        align_word_pieces(list(batches[0][0]) * 2, numpy.zeros((1, 4, 2), dtype="int64"))
 
 
 def test_encode_in_length_groups_equals_one_call(pipeline_path: Path, monkeypatch) -> None:
