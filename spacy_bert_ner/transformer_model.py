@@ -1,9 +1,9 @@
 """The transformer model the package registers (`spacy_bert_ner.TransformerModel.v1`):
 spacy-transformers' `TransformerModel` with a faster forward pass (alignment and split by doc in
-array operations; on CPU, less padding), a faster prediction and a faster optimizer step.
+array operations), a faster prediction and a faster optimizer step.
 """
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, cast
+from typing import Any, Callable, Dict, List, Tuple, cast
 
 import numpy
 import torch
@@ -15,7 +15,7 @@ from spacy_transformers.layers import TransformerModel
 from spacy_transformers.layers.transformer_model import huggingface_tokenize
 from spacy_transformers.truncate import truncate_oversize_splits
 from spacy_transformers.util import log_batch_size, log_gpu_memory, maybe_flush_pytorch_cache
-from thinc.api import Model, Optimizer, torch2xp
+from thinc.api import Optimizer, torch2xp
 from thinc.types import Ints1d, Ints3d, Ragged
 from transformers.file_utils import ModelOutput
 
@@ -29,8 +29,7 @@ class FastTransformerModel(TransformerModel):
     - Its forward pass (`forward`) is spacy-transformers', with the word pieces aligned to the
       tokens (`align_word_pieces`) and the output split by doc (`split_by_doc`) in array
       operations, where spacy-transformers builds a dict of every token of the batch and a set
-      per token; the results are the same. On CPU, sequences of very different lengths are
-      encoded in two calls, with less padding (`encode`).
+      per token; the results are the same.
     - `predict` runs under `torch.inference_mode` (no autograd bookkeeping at all: ~10% faster on
       CPU than the `no_grad` thinc uses), one thread at a time (`inference.predict_lock`).
       `predict` is what the component calls to annotate docs (`nlp(text)`, `nlp.pipe`,
@@ -86,7 +85,7 @@ def forward(
     else:
         align = get_alignment(flat_spans, wordpieces.strings, tokenizer.all_special_tokens)
     wordpieces, align = truncate_oversize_splits(wordpieces, align, tokenizer.model_max_length)
-    model_output, bp_tensors = encode(transformer, wordpieces, is_train)
+    model_output, bp_tensors = transformer(wordpieces, is_train)
     if logger:
         log_gpu_memory(logger, "after forward")
     output = FullTransformerBatch(
@@ -105,106 +104,11 @@ def forward(
     return output, backprop_transformer
 
 
-def encode(
-    transformer: Model, wordpieces: WordpieceBatch, is_train: bool
-) -> Tuple[ModelOutput, Callable]:
-    """The transformer's output for a batch of word-piece sequences, and its backprop.
-
-    On CPU, where the encoder's arithmetic is most of a training step, sequences of very
-    different lengths (a document's full windows and its last, short one) are encoded in two
-    calls, each padded to its own longest sequence, when that saves at least `MIN_PADDING_SAVED`
-    of the padded positions (`length_groups`). The output is the same as one call's at every
-    word piece (padding beyond a group's longest sequence is zeros). On a GPU, where a step's
-    time goes to launching work rather than to arithmetic, it is one call.
-    """
-    groups = length_groups(wordpieces) if transformer.ops.device_type == "cpu" else None
-    if groups is None or not _splittable(transformer):
-        return transformer(wordpieces, is_train)
-    n_rows, n_cols = wordpieces.input_ids.shape
-    calls = []
-    for rows, width in groups:
-        output, backprop_call = transformer(_select(wordpieces, rows, width), is_train)
-        calls.append((torch.from_numpy(rows), width, output, backprop_call))
-    first = calls[0][2]
-    outputs: Dict[str, torch.Tensor] = {}
-    for key, value in first.items():
-        shape = (
-            (n_rows, n_cols, *value.shape[2:]) if value.dim() > 2 else (n_rows, *value.shape[1:])
-        )
-        outputs[key] = value.new_zeros(shape)
-    with torch.no_grad():  # each call's backprop is its own
-        for index, width, output, _ in calls:
-            for key, value in output.items():
-                if value.dim() > 2:
-                    outputs[key][index, :width] = value
-                else:
-                    outputs[key][index] = value
-    model_output = type(first)(**outputs)
-
-    def backprop(d_output: ModelOutput) -> List:
-        # As spacy-transformers' HFWrapper: the gradient is that of the last hidden state.
-        d_hidden = next(iter(d_output.values()))
-        for index, width, _, backprop_call in calls:
-            backprop_call(
-                ModelOutput(last_hidden_state=d_hidden[index.to(d_hidden.device), :width])
-            )
-        return []
-
-    return model_output, backprop
-
-
-def _select(wordpieces: WordpieceBatch, rows: numpy.ndarray, width: int) -> WordpieceBatch:
-    """Some sequences of a batch, padded to `width`."""
-    input_ids: Any = wordpieces.input_ids
-    attention_mask: Any = wordpieces.attention_mask
-    token_type_ids: Any = wordpieces.token_type_ids
-    return WordpieceBatch(
-        strings=[wordpieces.strings[i][:width] for i in rows],
-        input_ids=input_ids[rows, :width],
-        attention_mask=attention_mask[rows, :width],
-        lengths=[wordpieces.lengths[i] for i in rows],
-        token_type_ids=None if token_type_ids is None else token_type_ids[rows, :width],
-    )
-
-
-# The share of padded positions a second encoder call must save (see `encode`).
-MIN_PADDING_SAVED = 0.2
-
-
-def length_groups(wordpieces: WordpieceBatch) -> Optional[List[Tuple[numpy.ndarray, int]]]:
-    """The batch's sequences in two groups, shortest and longest (row indices and padded width
-    of each), where that pads at least `MIN_PADDING_SAVED` fewer positions than one batch; None
-    where it does not."""
-    lengths = numpy.asarray(wordpieces.attention_mask.sum(axis=1), dtype="int64")
-    if len(lengths) < 2:
-        return None
-    order = numpy.argsort(lengths, kind="stable")
-    ordered = lengths[order]
-    n = len(lengths)
-    # Padded positions with the k shortest sequences in the first group, k = 1 .. n - 1.
-    k = numpy.arange(1, n)
-    padded = k * ordered[:-1] + (n - k) * ordered[-1]
-    best = int(numpy.argmin(padded))
-    if padded[best] > (1.0 - MIN_PADDING_SAVED) * n * wordpieces.input_ids.shape[1]:
-        return None
-    split = best + 1
-    return [(order[:split], int(ordered[split - 1])), (order[split:], int(ordered[-1]))]
-
-
-def _splittable(transformer: Model) -> bool:
-    """Whether the encoder's outputs are all per sequence (or per word piece), which `encode`
-    can join; not its attentions."""
-    config = cast(Any, transformer.shims[0])._hfmodel.transformer.config
-    return not getattr(config, "output_attentions", False) and not getattr(
-        config, "output_hidden_states", False
-    )
-
-
 def align_word_pieces(spans: List[Span], offset_mapping: Ints3d) -> Ragged:
     """`spacy_transformers.align.get_alignment_via_offset_mapping`: for each token of the spans'
     docs (numbered as `split_by_doc` numbers them), the indices of the word pieces that overlap
     it in the batch's flattened (padded) word pieces, in array operations instead of a dict of
-    every token and a set per token (a twentieth of a training step once the encoder is fast).
+    every token and a set per token.
 
     As spacy-transformers: a token owns its characters and the one after it (a following space),
     a later token taking a shared character; a word piece overlaps each token that owns one of
