@@ -106,7 +106,7 @@ def forward(
 
 def align_word_pieces(spans: List[Span], offset_mapping: Ints3d) -> Ragged:
     """`spacy_transformers.align.get_alignment_via_offset_mapping`: for each token of the spans'
-    docs (numbered as `split_by_doc` numbers them), the indices of the word pieces that overlap
+    docs (numbered by `doc_offsets`), the indices of the word pieces that overlap
     it in the batch's flattened (padded) word pieces, in array operations instead of a dict of
     every token and a set per token.
 
@@ -116,17 +116,14 @@ def align_word_pieces(spans: List[Span], offset_mapping: Ints3d) -> Ragged:
     """
     if len(spans) != len(offset_mapping):
         raise ValueError("Cannot align batches of different sizes.")
-    offsets: Dict[int, int] = {}
+    offsets, n_tokens = doc_offsets(spans)
     chars: Dict[int, numpy.ndarray] = {}
-    n_tokens = 0
     positions: List[numpy.ndarray] = []
     pieces: List[numpy.ndarray] = []
     wp_start = 0
     for span, span_offsets in zip(spans, offset_mapping):
         doc = span.doc
-        if id(doc) not in offsets:
-            offsets[id(doc)] = n_tokens
-            n_tokens += len(doc)
+        if id(doc) not in chars:
             chars[id(doc)] = doc.to_array([IDX, LENGTH]).astype("int64").reshape(-1, 2)
         wp_offsets = numpy.asarray(span_offsets, dtype="int64").reshape(-1, 2)
         if len(span):
@@ -155,6 +152,19 @@ def align_word_pieces(spans: List[Span], offset_mapping: Ints3d) -> Ragged:
     return Ragged(cast(Ints1d, flat.astype("i")), cast(Ints1d, lengths.astype("i")))
 
 
+def doc_offsets(spans: List[Span]) -> Tuple[Dict[int, int], int]:
+    """Where each doc's tokens start in a batch's alignment (by `id` of the doc), and the number
+    of tokens: spacy-transformers' numbering (`align.get_token_positions`), every token of each
+    doc that has spans, docs in the order of their first span, each doc once."""
+    offsets: Dict[int, int] = {}
+    n_tokens = 0
+    for span in spans:
+        if id(span.doc) not in offsets:
+            offsets[id(span.doc)] = n_tokens
+            n_tokens += len(span.doc)
+    return offsets, n_tokens
+
+
 def split_by_doc(batch: FullTransformerBatch) -> List[TransformerData]:
     """`FullTransformerBatch.split_by_doc`: the batch's output as one `TransformerData` per doc.
 
@@ -164,15 +174,7 @@ def split_by_doc(batch: FullTransformerBatch) -> List[TransformerData]:
     doc's token i is then i plus the length of the docs numbered before it, which is computed
     here instead; everything else is spacy-transformers' code.
     """
-    # Where each doc's tokens start, numbered as get_token_positions does (docs by identity;
-    # align_word_pieces numbers them the same way).
-    offsets: Dict[int, int] = {}
-    n_tokens = 0
-    for doc_spans in batch.spans:
-        for span in doc_spans:
-            if id(span.doc) not in offsets:
-                offsets[id(span.doc)] = n_tokens
-                n_tokens += len(span.doc)
+    offsets, _ = doc_offsets([span for doc_spans in batch.spans for span in doc_spans])
 
     # Convert all outputs to XP arrays.
     xp_model_output = ModelOutput()
