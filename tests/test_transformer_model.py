@@ -101,3 +101,133 @@ def test_align_word_pieces_equals_spacy_transformers(tiny_bert: str) -> None:
     assert (ours.lengths == 0).any() and (ours.lengths > 2).any()
     with pytest.raises(ValueError, match="different sizes"):
         align_word_pieces(list(batches[0][0]) * 2, numpy.zeros((1, 4, 2), dtype="int64"))
+
+
+CASE_TYPES = {
+    "components.transformer.model.@architectures": "spacy_bert_ner.TransformerModel.v2",
+    "components.transformer.model.case_types": True,
+}
+CASED_TEXT = "John Smith works for ACME Corp in paris , A GOOGLE office ."
+# [CLS] john smith works for acme corp in paris , a google office . [SEP]
+CASED_TYPES = [0, 1, 1, 0, 0, 2, 1, 0, 0, 0, 1, 2, 0, 0, 0]
+
+
+def test_case_type_ids() -> None:
+    """A word piece's case type comes from the characters it covers: a capital first letter, all
+    capitals (two letters or more), or neither; special tokens and padding cover none."""
+    from spacy_bert_ner.transformer_model import ALL_CAPS, CAPITALISED, LOWER, case_type_ids
+
+    texts = ["John ACME x", "iPhone A1 ÉTÉ 42"]
+    # [CLS] john ac ##me x [SEP] [PAD]... / [CLS] i ##phone a ##1 été 42 [SEP]
+    offsets = [
+        [(0, 0), (0, 4), (5, 7), (7, 9), (10, 11), (0, 0), (0, 0), (0, 0)],
+        [(0, 0), (0, 1), (1, 6), (7, 8), (8, 9), (10, 13), (14, 16), (0, 0)],
+    ]
+    ids = case_type_ids(texts, numpy.array(offsets))
+    L, C, A = LOWER, CAPITALISED, ALL_CAPS
+    assert ids.tolist() == [[L, C, A, A, L, L, L, L], [L, L, C, C, L, A, L, L]]
+
+    # The same as Python's str methods for random pieces of random texts, beyond ASCII too.
+    import random
+
+    def reference(text: str, start: int, end: int) -> int:
+        piece = text[start:end]
+        if not piece or not piece[0].isupper():
+            return L
+        return A if len(piece) > 1 and not any(c.islower() for c in piece) else C
+
+    rng = random.Random(0)
+    alphabet = ["a", "B", "CD", "Éé", "ß", "İ", "ǅ", "😀", "𝐀", "ΣΑ", " ", "-", "1", "Ab"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20))) for _ in range(50)]
+    offsets = [
+        [tuple(sorted(rng.choices(range(len(t) + 1), k=2))) for _ in range(4)] for t in texts
+    ]
+    ids = case_type_ids(texts, numpy.array(offsets))
+    expected = [[reference(t, a, b) for a, b in row] for t, row in zip(texts, offsets)]
+    assert ids.tolist() == expected
+    assert {L, C, A} <= set(ids.ravel().tolist())
+
+
+def test_case_types_start_from_the_pretrained_encoder(tiny_bert: str) -> None:
+    """`TransformerModel.v2` gives the encoder a token type row per case type, each a copy of
+    row 0, and the word pieces their case types: freshly initialized, it computes what v1 does."""
+    from util import build_nlp
+
+    from spacy_bert_ner.transformer_model import N_CASE_TYPES
+
+    labels = ["ORG", "PER"]
+    v1, v2 = build_nlp(tiny_bert, init_labels=labels), build_nlp(tiny_bert, CASE_TYPES, labels)
+    for nlp in (v1, v2):
+        nlp.initialize()
+    model = v2.get_pipe("transformer").model
+    rows = model.transformer.embeddings.token_type_embeddings.weight.detach()
+    assert rows.shape[0] == N_CASE_TYPES == model.transformer.config.type_vocab_size
+    assert all((rows[i] == rows[0]).all() for i in range(N_CASE_TYPES))
+    docs1, docs2 = list(v1.pipe([CASED_TEXT, TEXT])), list(v2.pipe([CASED_TEXT, TEXT]))
+    assert docs1[0]._.trf_data.wordpieces.token_type_ids.tolist() == [[0] * 15]
+    types = docs2[0]._.trf_data.wordpieces.token_type_ids.tolist()[0]
+    assert types == CASED_TYPES
+    for doc1, doc2 in zip(docs1, docs2):
+        numpy.testing.assert_allclose(
+            doc1._.trf_data.model_output.last_hidden_state,
+            doc2._.trf_data.model_output.last_hidden_state,
+            atol=1e-6,
+        )
+
+
+def test_case_types_train_save_and_copy(tiny_bert: str, tmp_path: Path) -> None:
+    """Training teaches the case types apart; a saved pipeline loads with them (and its encoder
+    is not extended again); `copy()` (as `nlp.replace_listeners` calls it) keeps them."""
+    from spacy.training import Example
+    from thinc.api import Adam
+    from util import build_nlp, train
+
+    nlp = build_nlp(tiny_bert, CASE_TYPES)
+    train(nlp, 2)  # lowercase data: the case types' rows are not used yet
+    cased = Example.from_dict(
+        nlp.make_doc(CASED_TEXT), {"entities": [(0, 10, "PER"), (21, 30, "ORG")]}
+    )
+    optimizer = Adam(1e-3)
+    for _ in range(2):
+        nlp.update([cased], sgd=optimizer)
+    model = nlp.get_pipe("transformer").model
+    rows = model.transformer.embeddings.token_type_embeddings.weight.detach()
+    assert not (rows[1] == rows[0]).all() and not (rows[2] == rows[1]).all()
+    nlp.to_disk(tmp_path)
+    loaded = spacy.load(tmp_path)
+    loaded_model = loaded.get_pipe("transformer").model
+    loaded_model.initialize()
+    loaded_rows = loaded_model.transformer.embeddings.token_type_embeddings.weight.detach()
+    numpy.testing.assert_array_equal(loaded_rows.numpy(), rows.numpy())
+    before, after = nlp(CASED_TEXT), loaded(CASED_TEXT)
+    numpy.testing.assert_allclose(
+        before._.trf_data.model_output.last_hidden_state,
+        after._.trf_data.model_output.last_hidden_state,
+        atol=1e-6,
+    )
+    assert [e.text for e in before.ents] == [e.text for e in after.ents]
+    copied = model.copy()
+    assert isinstance(copied, FastTransformerModel) and copied.attrs["case_types"]
+    copied_batch, _ = copied._func(copied, [nlp.make_doc(CASED_TEXT)], False)
+    assert copied_batch.wordpieces.token_type_ids.tolist() == [CASED_TYPES]
+
+
+def test_case_types_say_what_they_need(tiny_bert: str) -> None:
+    """An encoder without token type embeddings, or a tokenizer without character offsets, is
+    refused with the setting to change."""
+    from transformers import DistilBertConfig, DistilBertModel
+    from util import build_nlp
+
+    from spacy_bert_ner.transformer_model import add_case_types
+
+    distilbert = DistilBertModel(DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64))
+    with pytest.raises(ValueError, match="no token type embeddings|has none"):
+        add_case_types(distilbert, "distilbert")
+    slow = build_nlp(
+        tiny_bert,
+        {**CASE_TYPES, "components.transformer.model.tokenizer_config.use_fast": False},
+        ["ORG"],
+    )
+    with pytest.raises(ValueError, match="needs a fast tokenizer"):
+        slow.initialize()
+        slow(CASED_TEXT)
