@@ -32,8 +32,9 @@ Batcher = Callable[[Iterable[Example]], Iterable[Any]]
 _BATCHES_PER_EPOCH: Dict[Hashable, int] = {}
 # What `_announce` said already, for the same reason.
 _ANNOUNCED: set = set()
-# The shuffle used for counting. spaCy reshuffles each epoch, and batch_by_words' count depends a
-# little on the order (well under 1 % on CoNLL-2003), so any fixed shuffle is as good an estimate.
+# The read and shuffle used for counting. spaCy reshuffles each epoch (and a random augmenter cuts
+# the documents anew), and batch_by_words' count depends a little on the order (well under 1 % on
+# CoNLL-2003), so any fixed read and shuffle is as good an estimate.
 COUNT_SEED = 0
 
 
@@ -43,7 +44,14 @@ def batches_per_epoch(corpus: Corpus, batcher: Batcher, lang: str) -> int:
     key = _cache_key(corpus, batcher, lang)
     if key is not None and key in _BATCHES_PER_EPOCH:
         return _BATCHES_PER_EPOCH[key]
-    examples = list(corpus(spacy.blank(lang)))
+    # A random augmenter (context_mix.v1) cuts the documents differently on each read: count one
+    # fixed read, and leave the random state training starts from as it was.
+    state = random.getstate()
+    random.seed(COUNT_SEED)
+    try:
+        examples = list(corpus(spacy.blank(lang)))
+    finally:
+        random.setstate(state)
     if not examples:
         path = getattr(corpus, "path", None)
         raise ValueError(

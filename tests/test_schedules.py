@@ -165,6 +165,45 @@ def test_word_batches_estimate_is_close(corpora):
     assert math.isclose(estimate, sum(len(eg) for eg in examples) / 100, rel_tol=0.25)
 
 
+def test_batch_count_with_a_random_augmenter_is_fixed(tmp_path):
+    """context_mix.v1 cuts documents at random: the count reads the corpus with a fixed seed, so
+    it does not depend on the random state before it, and leaves that state as it was."""
+    import random
+
+    from spacy_bert_ner import schedules
+
+    nlp = spacy.blank("en")
+    docs = []
+    sentences = make_sentences(240, 3)
+    for i in range(0, len(sentences), 6):
+        words, starts, spans = [], [], []
+        for sent_words, sent_spans in sentences[i : i + 6]:
+            spans += [(len(words) + s, len(words) + e, label) for s, e, label in sent_spans]
+            starts += [True] + [False] * (len(sent_words) - 1)
+            words += sent_words
+        doc = Doc(nlp.vocab, words=words, sent_starts=starts)
+        doc.ents = [Span(doc, s, e, label=label) for s, e, label in spans]
+        docs.append(doc)
+    DocBin(docs=docs).to_disk(tmp_path / "docs.spacy")
+    config = {
+        "@readers": "spacy.Corpus.v1",
+        "path": str(tmp_path / "docs.spacy"),
+        "gold_preproc": False,
+        "augmenter": {"@augmenters": "spacy_bert_ner.context_mix.v1"},
+    }
+    corpus = registry.resolve({"corpus": config})["corpus"]
+    batcher = registry.resolve({"b": {**BY_SEQUENCE, "size": 2}})["b"]
+    counts = set()
+    for seed in range(5):
+        schedules._BATCHES_PER_EPOCH.clear()
+        random.seed(seed)
+        state = random.getstate()
+        counts.add(batches_per_epoch(corpus, batcher, "en"))
+        assert random.getstate() == state
+    assert len(counts) == 1
+    assert counts.pop() > len(docs) / 2  # the documents were cut
+
+
 def test_empty_corpus_is_a_clear_error(tmp_path):
     empty = tmp_path / "empty.spacy"
     DocBin().to_disk(empty)
