@@ -169,43 +169,6 @@ def build_transformer_model(
         when it is installed, so no download happens.
     The other arguments are those of `spacy-transformers.TransformerModel.v3`.
     """
-    return build_transformer_model_v2(
-        name,
-        get_spans,
-        case_types=False,
-        tokenizer_config=tokenizer_config,
-        transformer_config=transformer_config,
-        mixed_precision=mixed_precision,
-        grad_scaler_config=grad_scaler_config,
-    )
-
-
-@registry.architectures("spacy_bert_ner.TransformerModel.v2")
-def build_transformer_model_v2(
-    name: str,
-    get_spans: Callable,
-    case_types: bool = True,
-    tokenizer_config: Optional[dict] = None,
-    transformer_config: Optional[dict] = None,
-    mixed_precision: bool = False,
-    grad_scaler_config: Optional[dict] = None,
-) -> Model:
-    """`TransformerModel.v1`, and the encoder told how each word piece is capitalised.
-
-    An uncased encoder (like the embedded MiniLM) lowercases its input, so "Apple" and "apple",
-    "US" and "us" look the same to every one of its layers. With `case_types`, each word piece's
-    token type id is its case type (no capital first letter, a capital first letter, all
-    capitals: `transformer_model.case_type_ids`), and initialization gives the encoder's token
-    type embeddings a row for each, copies of the pretrained row 0 (so training starts from the
-    pretrained model's outputs). The encoder then learns what capitalisation means in context, at
-    no cost in speed. Needs a fast tokenizer and an encoder with token type embeddings (BERT,
-    RoBERTa, ELECTRA, ...); it replaces the segment ids of sentence-pair models, which NER does
-    not use.
-
-    name (str): As in v1.
-    case_types (bool): Give the encoder the word pieces' case types. False gives v1's model.
-    The other arguments are those of v1 (`spacy-transformers.TransformerModel.v3`).
-    """
     model = FastTransformerModel(
         resolve_encoder(name),
         get_spans=get_spans,
@@ -213,6 +176,5 @@ def build_transformer_model_v2(
         transformer_config=transformer_config or {},
         mixed_precision=mixed_precision,
         grad_scaler_config=grad_scaler_config or {},
-        case_types=case_types,
     )
     return model

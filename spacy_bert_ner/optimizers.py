@@ -204,9 +204,9 @@ class HeadScaledAdam(Optimizer):
             # averages would land where the PyTorch shim never reads them.
             raise ValueError(
                 "[bert_ner] spacy_bert_ner.Adam.v2 with layer_lr_decay below 1 or use_averages "
-                "works with the transformer architectures spacy_bert_ner.TransformerModel.v1 and "
-                ".v2, which update all encoder parameters at once; this transformer updates them "
-                "one by one. Use one of those architectures, or spacy_bert_ner.Adam.v1."
+                "works with the transformer architecture spacy_bert_ner.TransformerModel.v1, "
+                "which updates all encoder parameters at once; this transformer updates them "
+                "one by one. Use that architecture, or spacy_bert_ner.Adam.v1."
             )
         return super().__call__(key, weights, gradient, lr_scale=lr_scale * self.lr_scale(key))
 
@@ -347,7 +347,7 @@ def make_layer_decayed_adam(
     use_averages: bool = False,
 ) -> Optimizer:
     """`spacy_bert_ner.Adam.v1` plus two settings, which need the transformer architecture
-    `spacy_bert_ner.TransformerModel.v1` or `.v2` (its parameters are updated all at once):
+    `spacy_bert_ner.TransformerModel.v1` (its parameters are updated all at once):
 
     layer_lr_decay (float): With d < 1, the encoder's top layer trains at the schedule's rate, each
         layer below at d times the rate of the one above, and the embeddings at d ** n_layers

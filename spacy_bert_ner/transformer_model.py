@@ -1,11 +1,8 @@
-"""The transformer model the package registers (`spacy_bert_ner.TransformerModel.v1` and `.v2`):
+"""The transformer model the package registers (`spacy_bert_ner.TransformerModel.v1`):
 spacy-transformers' `TransformerModel` with a faster forward pass (alignment and split by doc in
-array operations), a faster prediction and a faster optimizer step, and (v2) each word piece's
-capitalisation given to the encoder as its token type (`case_type_ids`).
+array operations), a faster prediction and a faster optimizer step.
 """
 
-import sys
-from functools import lru_cache
 from typing import Any, Callable, Dict, List, Tuple, cast
 
 import numpy
@@ -16,7 +13,6 @@ from spacy_transformers.align import get_alignment
 from spacy_transformers.data_classes import FullTransformerBatch, TransformerData, WordpieceBatch
 from spacy_transformers.layers import TransformerModel
 from spacy_transformers.layers.transformer_model import huggingface_tokenize
-from spacy_transformers.layers.transformer_model import init as transformer_init
 from spacy_transformers.truncate import truncate_oversize_splits
 from spacy_transformers.util import log_batch_size, log_gpu_memory, maybe_flush_pytorch_cache
 from thinc.api import Optimizer, torch2xp
@@ -25,14 +21,6 @@ from transformers.file_utils import ModelOutput
 
 from .inference import predict_lock
 from .optimizers import update_all
-
-# The token types `case_type_ids` gives each word piece, from the characters it covers in the text:
-# no capital first letter (and special tokens, padding), a capital first letter, all capitals.
-LOWER, CAPITALISED, ALL_CAPS = 0, 1, 2
-N_CASE_TYPES = 3
-# Set on the Hugging Face config once the token type embeddings have the case types' rows, so
-# that a pipeline saved with them (its config.json) is not extended again.
-CASE_TYPES_CONFIG_KEY = "spacy_bert_ner_case_types"
 
 
 class FastTransformerModel(TransformerModel):
@@ -55,25 +43,13 @@ class FastTransformerModel(TransformerModel):
     init configs) and spacy-transformers checks for a `TransformerModel`. Defined at module level,
     so the pipeline pickles (`nlp.pipe(n_process=...)` under the spawn start method).
 
-    With `case_types` (`TransformerModel.v2`), each word piece's token type id says how it is
-    capitalised (`case_type_ids`), and initialization gives the encoder's token type embeddings a
-    row per case type (`add_case_types`). `copy()` (used by `nlp.replace_listeners`) keeps the
-    class and the setting.
+    `TransformerModel.copy()` (used by `nlp.replace_listeners`) returns a plain `TransformerModel`:
+    a copied transformer runs as spacy-transformers' own does.
     """
 
-    def __init__(self, *args: Any, case_types: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._func = forward
-        self.init = init
-        self.attrs["case_types"] = case_types
-
-    def copy(self) -> "FastTransformerModel":
-        copied = super().copy()
-        copied.__class__ = FastTransformerModel
-        copied._func = forward
-        copied.init = init
-        copied.attrs["case_types"] = self.attrs["case_types"]
-        return copied
 
     def predict(self, X: Any) -> Any:
         with predict_lock(), torch.inference_mode():
@@ -84,76 +60,12 @@ class FastTransformerModel(TransformerModel):
             super().finish_update(optimizer)
 
 
-def init(model: TransformerModel, X: Any = None, Y: Any = None) -> None:
-    """spacy-transformers' initialization (it loads the pretrained encoder), then, with
-    `case_types`, the case types' rows of the token type embeddings (`add_case_types`)."""
-    transformer_init(model, X=X, Y=Y)
-    if model.attrs.get("case_types"):
-        add_case_types(model.transformer, model.attrs["name"])
-
-
-def add_case_types(transformer: torch.nn.Module, name: str = "the encoder") -> None:
-    """Give a pretrained encoder's token type embeddings one row per case type, each a copy of
-    row 0 (the type of every word piece in the encoder's pretraining on single texts), so that
-    training starts from the pretrained model's outputs and learns what capitalisation adds.
-    Encoders that already have them (a trained pipeline's) are left as they are."""
-    config: Any = transformer.config
-    if getattr(config, CASE_TYPES_CONFIG_KEY, False):
-        return
-    layer: Any = getattr(transformer, "embeddings", None)
-    embeddings = getattr(layer, "token_type_embeddings", None)
-    if not isinstance(embeddings, torch.nn.Embedding):
-        raise ValueError(
-            f"[spacy_bert_ner.TransformerModel.v2] case_types = true needs an encoder with token "
-            f"type embeddings (BERT, RoBERTa, ELECTRA and most others), but {name} "
-            f"({type(transformer).__name__}) has none: set case_types = false."
-        )
-    weight = embeddings.weight.detach()[:1].repeat(N_CASE_TYPES, 1)
-    layer.token_type_embeddings = torch.nn.Embedding.from_pretrained(weight, freeze=False)
-    config.type_vocab_size = N_CASE_TYPES
-    setattr(config, CASE_TYPES_CONFIG_KEY, True)
-
-
-def case_type_ids(texts: List[str], offset_mapping: Ints3d) -> numpy.ndarray:
-    """Each word piece's case type, from the characters of the text it covers (`offset_mapping`,
-    as a fast tokenizer returns it): `ALL_CAPS` if its first character is a capital and it has
-    two or more characters, none of them lowercase; `CAPITALISED` for other pieces that start
-    with a capital; `LOWER` for the rest (and for special tokens and padding, which cover none).
-    An uncased encoder lowercases its input: this is how it still learns that "Apple" and "US"
-    are capitalised. In array operations over the batch's characters (Unicode's case tables)."""
-    offsets = numpy.asarray(offset_mapping, dtype="int64")
-    ids = numpy.zeros(offsets.shape[:2], dtype="int64")
-    code_points = numpy.frombuffer("".join(texts).encode("utf-32-le"), dtype="uint32")
-    if not len(code_points):
-        return ids
-    is_upper, is_lower = _case_tables()
-    upper = is_upper[code_points]
-    n_lower = numpy.concatenate([[0], numpy.cumsum(is_lower[code_points])])
-    text_starts = numpy.cumsum([0] + [len(text) for text in texts[:-1]])[:, None]
-    starts, ends = offsets[..., 0] + text_starts, offsets[..., 1] + text_starts
-    pieces = offsets[..., 1] > offsets[..., 0]
-    capital = pieces & upper[numpy.where(pieces, starts, 0)]
-    all_caps = capital & (ends - starts > 1) & (n_lower[ends] == n_lower[starts])
-    ids[capital] = CAPITALISED
-    ids[all_caps] = ALL_CAPS
-    return ids
-
-
-@lru_cache(maxsize=1)
-def _case_tables() -> Tuple[numpy.ndarray, numpy.ndarray]:
-    """Whether each Unicode code point is an uppercase letter, and whether it is a lowercase one
-    (`str.isupper`, `str.islower`), built once (about 0.2 s)."""
-    chars = [chr(i) for i in range(sys.maxunicode + 1)]
-    return numpy.array([c.isupper() for c in chars]), numpy.array([c.islower() for c in chars])
-
-
 def forward(
     model: TransformerModel, docs: List[Doc], is_train: bool
 ) -> Tuple[FullTransformerBatch, Callable]:
     """spacy-transformers' forward pass (`spacy_transformers.layers.transformer_model.forward`),
     with the word pieces aligned to tokens by `align_word_pieces` and the output split by doc as
-    it is made (`split_by_doc`), and with `case_types` the word pieces' token types set to their
-    case types (`case_type_ids`). The rest is spacy-transformers' code."""
+    it is made (`split_by_doc`). The rest is spacy-transformers' code."""
     tokenizer = model.tokenizer
     get_spans = model.attrs["get_spans"]
     transformer = model.layers[0]
@@ -164,16 +76,7 @@ def forward(
     maybe_flush_pytorch_cache(chance=model.attrs.get("flush_cache_chance", 0))
     if logger:
         log_gpu_memory(logger, "begin forward")
-    texts = [span.text for span in flat_spans]
-    batch_encoding = huggingface_tokenize(tokenizer, texts)
-    if model.attrs.get("case_types"):
-        if "offset_mapping" not in batch_encoding:
-            raise ValueError(
-                "[spacy_bert_ner.TransformerModel.v2] case_types = true needs a fast tokenizer "
-                "(its character offsets tell each word piece's capitalisation): set "
-                "tokenizer_config.use_fast = true, or case_types = false."
-            )
-        batch_encoding["token_type_ids"] = case_type_ids(texts, batch_encoding["offset_mapping"])
+    batch_encoding = huggingface_tokenize(tokenizer, [span.text for span in flat_spans])
     wordpieces = WordpieceBatch.from_batch_encoding(batch_encoding)
     if logger:
         log_batch_size(logger, wordpieces, is_train)

@@ -27,9 +27,6 @@ EXPECTED_ENTRY_POINTS = {
         "spacy_bert_ner.TransformerModel.v1": (
             "spacy_bert_ner.architectures:build_transformer_model"
         ),
-        "spacy_bert_ner.TransformerModel.v2": (
-            "spacy_bert_ner.architectures:build_transformer_model_v2"
-        ),
     },
     "spacy_scorers": {"spacy_bert_ner.ner_scorer.v1": "spacy_bert_ner.scorer:make_ner_scorer"},
     "thinc_optimizers": {
