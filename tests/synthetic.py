@@ -6,6 +6,7 @@ from typing import List, Tuple
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.training import Example
+from spacy.vocab import Vocab
 
 ENTITIES = {
     "PER": ["john smith", "mary jones", "ahmed khan", "li wei", "anna maria lopez", "peter"],
@@ -25,6 +26,17 @@ FILLER += " office hired visited works , . today report shows"
 
 # (words, [(start_token, end_token, label)])
 Sentence = Tuple[List[str], List[Tuple[int, int, str]]]
+
+
+def make_doc(n_sents: int, sent_len: int = 4) -> Doc:
+    """A document of n_sents sentences of sent_len tokens (sentence boundaries set); each
+    sentence's first token is a one-token PER."""
+    words, starts, ents = [], [], []
+    for i in range(n_sents):
+        words += [f"Name{i}"] + [f"w{i}_{j}" for j in range(1, sent_len - 1)] + ["."]
+        starts += [True] + [False] * (sent_len - 1)
+        ents += ["B-PER"] + ["O"] * (sent_len - 1)
+    return Doc(Vocab(), words=words, sent_starts=starts, ents=ents)
 
 
 def make_sentences(n: int, seed: int) -> List[Sentence]:

@@ -9,20 +9,11 @@ import spacy
 from spacy.tokens import Doc, DocBin
 from spacy.training import Corpus, Example
 from spacy.util import registry
+from synthetic import make_doc
 
 from spacy_bert_ner.augmenters import create_context_mix
 
 NLP = spacy.blank("en")
-
-
-def make_doc(n_sents: int, sent_len: int = 4) -> Doc:
-    """n_sents sentences of sent_len tokens; each sentence's first token is a one-token PER."""
-    words, starts, ents = [], [], []
-    for i in range(n_sents):
-        words += [f"Name{i}"] + [f"w{i}_{j}" for j in range(1, sent_len - 1)] + ["."]
-        starts += [True] + [False] * (sent_len - 1)
-        ents += ["B-PER"] + ["O"] * (sent_len - 1)
-    return Doc(NLP.vocab, words=words, sent_starts=starts, ents=ents)
 
 
 def pieces(doc: Doc, **settings) -> List[Example]:

@@ -10,7 +10,7 @@ from spacy.tokens import Doc, DocBin, Span
 from spacy.training.initialize import init_nlp
 from spacy.training.loop import train
 from spacy.util import load_config, registry
-from synthetic import make_sentences
+from synthetic import make_doc, make_sentences
 
 from spacy_bert_ner.optimizers import HeadScaledAdam
 from spacy_bert_ner.schedules import batches_per_epoch, training_steps
@@ -172,18 +172,7 @@ def test_batch_count_with_a_random_augmenter_is_fixed(tmp_path):
 
     from spacy_bert_ner import schedules
 
-    nlp = spacy.blank("en")
-    docs = []
-    sentences = make_sentences(240, 3)
-    for i in range(0, len(sentences), 6):
-        words, starts, spans = [], [], []
-        for sent_words, sent_spans in sentences[i : i + 6]:
-            spans += [(len(words) + s, len(words) + e, label) for s, e, label in sent_spans]
-            starts += [True] + [False] * (len(sent_words) - 1)
-            words += sent_words
-        doc = Doc(nlp.vocab, words=words, sent_starts=starts)
-        doc.ents = [Span(doc, s, e, label=label) for s, e, label in spans]
-        docs.append(doc)
+    docs = [make_doc(6) for _ in range(40)]
     DocBin(docs=docs).to_disk(tmp_path / "docs.spacy")
     config = {
         "@readers": "spacy.Corpus.v1",
