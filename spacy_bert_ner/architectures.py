@@ -18,6 +18,7 @@ from thinc.api import (
 )
 from thinc.types import Floats2d, FloatsXd, Ragged
 
+from .crf import Transitions
 from .encoders import resolve_encoder
 from .listener import FastTransformerListener, trfs2arrays
 from .transformer_model import FastTransformerModel
@@ -78,6 +79,34 @@ def build_token_classifier_v2(
     if features is not None:
         model.set_ref("features", features)
     return model
+
+
+@registry.architectures("spacy_bert_ner.TokenClassifier.v3")
+def build_token_classifier_v3(
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    features: Optional[Model[List[Doc], List[Floats2d]]] = None,
+    hidden_width: int = 0,
+    crf: bool = False,
+    nO: Optional[int] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """`TokenClassifier.v2`, optionally with a linear-chain CRF over its tag probabilities.
+
+    With `crf = true` the model also holds learned transition scores between tags
+    (`crf.Transitions`): the component then trains with the CRF's sequence-level loss instead of
+    per-token cross-entropy, and decodes with the transitions (`crf.py` has the details).
+
+    tok2vec, features, hidden_width, nO: As in v2.
+    crf (bool): Add the CRF's transitions (False: exactly `TokenClassifier.v2`).
+    """
+    model = build_token_classifier_v2(tok2vec, features, hidden_width, nO)
+    if not crf:
+        return model
+    transitions = Transitions(nO=nO)
+    with_crf: Model[List[Doc], List[Floats2d]] = chain(model, transitions)
+    for name in model.ref_names:
+        with_crf.set_ref(name, model.get_ref(name))
+    with_crf.set_ref("transitions", transitions)
+    return with_crf
 
 
 @registry.architectures("spacy_bert_ner.TransformerListener.v1")

@@ -21,6 +21,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, get_array_module, to_numpy
 from thinc.types import Floats2d, Ints1d
 
+from .crf import crf_loss
 from .decoding import (
     Entity,
     biluo_to_scheme,
@@ -42,10 +43,12 @@ IOB_OUTSIDE = 2
 DEFAULT_MODEL_CONFIG = """
 # A softmax over tags per token (no hidden layer: the classic BERT recipe), over the concatenation
 # of the transformer's vectors and the casing features. The output layer starts from normal(0, 0.02)
-# weights; see TokenClassifier.v2.
+# weights; see TokenClassifier.v2. `crf = true` adds a linear-chain CRF (learned transition scores,
+# a sequence-level loss; spacy_bert_ner/crf.py).
 [model]
-@architectures = "spacy_bert_ner.TokenClassifier.v2"
+@architectures = "spacy_bert_ner.TokenClassifier.v3"
 hidden_width = 0
+crf = false
 nO = null
 
 # The vectors of the `transformer` component earlier in the pipeline, fine-tuned through this
@@ -252,6 +255,8 @@ class BertNER(TrainablePipe):
             self._warn_unknown_labels(unknown, "in the training data")
         doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
         self.model.get_ref("output_layer").set_dim("nO", len(self.tags))
+        if self.model.has_ref("transitions"):
+            self.model.get_ref("transitions").set_dim("nO", len(self.tags))
         self.model.initialize(X=doc_sample)
 
     def predict(self, docs: Iterable[Doc]) -> List[Floats2d]:
@@ -283,6 +288,7 @@ class BertNER(TrainablePipe):
             constraints_for(tags, self.cfg["scheme"]),
             self.decoder,
             self.outside_bias,
+            self._transitions(),
         )
         for doc, doc_entities in zip(docs, entities):
             self._set_doc_entities(doc, doc_entities)
@@ -311,6 +317,8 @@ class BertNER(TrainablePipe):
         """
         validate_examples(examples, "BertNER.get_loss")
         gold = self._gold_tag_ids(list(examples))
+        if self.model.has_ref("transitions"):
+            return self._crf_loss(gold, scores)
         xp = get_array_module(scores[0]) if scores else numpy
         probs = self.model.ops.flatten(scores)
         gold_ids = xp.asarray(gold, dtype="int64")
@@ -329,6 +337,38 @@ class BertNER(TrainablePipe):
             raise ValueError(f"[bert_ner] NaN loss in '{self.name}': lower the learning rate.")
         lengths = self.model.ops.asarray1i([len(s) for s in scores])
         return loss, self.model.ops.unflatten(d_probs, lengths)
+
+    def _crf_loss(self, gold: Ints1d, scores: List[Floats2d]) -> Tuple[float, Any]:
+        """`get_loss` for a model with a CRF (`TokenClassifier.v3` with `crf = true`): the CRF's
+        negative log-likelihood of each doc's gold tags (`crf.crf_loss`). The transitions' own
+        gradient is added to them here, as they have no input to backpropagate through."""
+        if self.label_smoothing:
+            raise ValueError(
+                f"[bert_ner] '{self.name}' has a CRF (crf = true), which trains on whole tag "
+                "sequences: label_smoothing smooths per-token targets and does not apply. Set "
+                "label_smoothing = 0.0, or crf = false."
+            )
+        transitions = self.model.get_ref("transitions")
+        probs = self.model.ops.flatten(scores)
+        log_probs = self.model.ops.xp.log(self.model.ops.xp.maximum(probs, 1e-12))
+        lengths = [len(s) for s in scores]
+        loss, d_scores, d_transitions = crf_loss(
+            log_probs,
+            lengths,
+            gold,
+            cast(Floats2d, transitions.get_param("T")),
+            constraints_for(self.tags, self.cfg["scheme"]),
+        )
+        if numpy.isnan(loss):
+            raise ValueError(f"[bert_ner] NaN loss in '{self.name}': lower the learning rate.")
+        transitions.inc_grad("T", d_transitions)
+        return loss, self.model.ops.unflatten(d_scores, self.model.ops.asarray1i(lengths))
+
+    def _transitions(self) -> Optional[numpy.ndarray]:
+        """The CRF's learned transition scores, on the host; None without a CRF."""
+        if not self.model.has_ref("transitions"):
+            return None
+        return to_numpy(self.model.get_ref("transitions").get_param("T"))
 
     def finish_update(self, sgd: Optimizer) -> None:
         """Update the model's parameters from their gradients: all at once with

@@ -24,6 +24,9 @@ EXPECTED_ENTRY_POINTS = {
         "spacy_bert_ner.TokenClassifier.v2": (
             "spacy_bert_ner.architectures:build_token_classifier_v2"
         ),
+        "spacy_bert_ner.TokenClassifier.v3": (
+            "spacy_bert_ner.architectures:build_token_classifier_v3"
+        ),
         "spacy_bert_ner.TransformerModel.v1": (
             "spacy_bert_ner.architectures:build_transformer_model"
         ),
