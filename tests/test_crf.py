@@ -258,3 +258,29 @@ def test_v3_without_crf_is_v2():
     with_crf = build_token_classifier_v3(tok2vec(), tok2vec(), crf=True)
     assert with_crf.get_ref("transitions").name == "crf_transitions"
     assert set(v2.ref_names) < set(with_crf.ref_names)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("with_transitions", [False, True])
+def test_decode_batch_paths_are_viterbis_doc_by_doc(seed, with_transitions, monkeypatch):
+    """decode_batch decodes documents of similar length together: the same entities as
+    `viterbi` on each document alone, however the batch is split."""
+    from spacy_bert_ner import decoding
+
+    monkeypatch.setattr(decoding, "VITERBI_BATCH", 3)
+    rng = numpy.random.default_rng(seed)
+    tags = make_tags(["A", "B"], "BILUO")
+    constraints = make_constraints(tags, "BILUO")
+    lengths = rng.integers(0, 9, size=11)
+    probs = rng.dirichlet(numpy.full(len(tags), 0.3), size=int(lengths.sum()))
+    transitions = rng.normal(0, 1, (len(tags), len(tags))) if with_transitions else None
+    found = decode_batch(probs, lengths, tags, constraints, transitions=transitions)
+    start = 0
+    for length, entities in zip(lengths, found):
+        doc_probs = probs[start : start + length]
+        path = viterbi(numpy.log(numpy.maximum(doc_probs, 1e-12)), constraints, transitions)
+        expected = [
+            (s, e, label) for s, e, label in decoding.tags_to_spans([tags[t] for t in path])
+        ]
+        assert [entity[:3] for entity in entities] == expected
+        start += length
