@@ -17,7 +17,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import spacy
 import srsly
@@ -34,6 +34,7 @@ from spacy_bert_ner.decoding import tags_to_spans
 from spacy_bert_ner.encoders import EMBEDDED_ENCODER, resolve_encoder
 from spacy_bert_ner.evaluation.corpus import predict_corpus
 from spacy_bert_ner.evaluation.error_kinds import compare
+from spacy_bert_ner.schedules import batches_per_epoch
 from spacy_bert_ner.scorer import EntitySpan, doc_spans, score_spans
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,10 +97,15 @@ def bio_tags(doc: Doc) -> List[str]:
     return [f"{t.ent_iob_}-{t.ent_type_}" if t.ent_iob_ in ("B", "I") else "O" for t in doc]
 
 
-def count_batches(config: Any, docs: Sequence[Doc]) -> int:
-    """Batches per epoch under the config's training batcher."""
-    batcher = registry.resolve({"batcher": config["training"]["batcher"]})["batcher"]
-    return sum(1 for _ in batcher(list(docs)))
+def count_batches(config_path: Path, overrides: Dict[str, Any], train_path: Path) -> int:
+    """Batches per epoch as training makes them: the config's training corpus, its augmenter
+    included, read from `train_path` and cut by its batcher (`schedules.batches_per_epoch`, what
+    our schedule counts)."""
+    settings = {**overrides, "paths.train": str(train_path)}
+    config = load_config(config_path, overrides=settings, interpolate=True)
+    blocks = {"corpus": config["corpora"]["train"], "batcher": config["training"]["batcher"]}
+    resolved = registry.resolve(blocks)
+    return batches_per_epoch(resolved["corpus"], resolved["batcher"], config["nlp"]["lang"])
 
 
 def train_spacy(
@@ -117,7 +123,7 @@ def train_spacy(
     for split, split_docs in docs.items():
         DocBin(docs=split_docs).to_disk(corpus / f"{split}.spacy")
     base = load_config(config_path, overrides=overrides)
-    n_batches = count_batches(base, docs["train"])
+    n_batches = count_batches(config_path, overrides, corpus / "train.spacy")
     total_steps = epochs * n_batches
     settings: Dict[str, Any] = {
         "components.transformer.model.name": encoder,

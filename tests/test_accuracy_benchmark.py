@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -46,9 +47,11 @@ def test_all_systems_on_the_same_gold(harness: ModuleType, tiny_bert: str, tmp_p
         "spacy_ner": ["--epochs", "1"],
         "hf": ["--epochs", "1"],
     }
+    outputs = {}
     for system, args in runs.items():
         result = CliRunner().invoke(harness.app, ["run", system, "conll2003", *common, *args])
         assert result.exit_code == 0, result.output
+        outputs[system] = result.output
     scores = {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
     assert set(scores) == {"conll2003__bert_ner", "conll2003__spacy_ner", "conll2003__hf"}
     ours = scores["conll2003__bert_ner"]
@@ -62,6 +65,9 @@ def test_all_systems_on_the_same_gold(harness: ModuleType, tiny_bert: str, tmp_p
     assert ours["settings"]["training.max_epochs"] == 12
     assert "training.optimizer.learn_rate.total_steps" not in ours["settings"]
     assert ours["total_steps"] == 12 * ours["batches_per_epoch"]
+    # ... counted as training counts them: the augmenter cuts the 10-sentence docs into pieces.
+    trained = re.search(r"decay\s+to\s+0\s+at\s+step\s+(\d+)", outputs["bert_ner"])
+    assert trained is not None and int(trained.group(1)) == ours["total_steps"]
     peer = scores["conll2003__spacy_ner"]
     assert peer["settings"]["training.optimizer.learn_rate.total_steps"] == peer["total_steps"]
     assert ours["dev_curve"] and ours["dev_curve"][0][0] == 0
