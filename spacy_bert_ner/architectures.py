@@ -87,6 +87,7 @@ def build_token_classifier_v3(
     features: Optional[Model[List[Doc], List[Floats2d]]] = None,
     hidden_width: int = 0,
     crf: bool = False,
+    crf_rate_scale: float = 1.0,
     nO: Optional[int] = None,
 ) -> Model[List[Doc], List[Floats2d]]:
     """`TokenClassifier.v2`, optionally with a linear-chain CRF over its tag probabilities.
@@ -97,11 +98,13 @@ def build_token_classifier_v3(
 
     tok2vec, features, hidden_width, nO: As in v2.
     crf (bool): Add the CRF's transitions (False: exactly `TokenClassifier.v2`).
+    crf_rate_scale (float): How many times faster than the classifier's output layer the
+        transitions learn (1.0: at the same rate).
     """
     model = build_token_classifier_v2(tok2vec, features, hidden_width, nO)
     if not crf:
         return model
-    transitions = Transitions(nO=nO)
+    transitions = Transitions(nO=nO, rate_scale=crf_rate_scale)
     with_crf: Model[List[Doc], List[Floats2d]] = chain(model, transitions)
     for name in model.ref_names:
         with_crf.set_ref(name, model.get_ref(name))

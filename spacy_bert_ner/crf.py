@@ -24,17 +24,37 @@ from .decoding import Constraints
 FORBIDDEN = -1e4
 
 
-def Transitions(nO: Optional[int] = None) -> Model[List[Floats2d], List[Floats2d]]:
+def Transitions(
+    nO: Optional[int] = None, rate_scale: float = 1.0
+) -> Model[List[Floats2d], List[Floats2d]]:
     """A layer that passes the tag probabilities through unchanged and holds the CRF's
-    transition scores: param "T", nO x nO, T[i, j] the score of tag j following tag i, starting
-    at 0 (no preference; only the scheme's constraints)."""
+    transition scores (`transition_scores`): nO x nO, [i, j] the score of tag j following tag i,
+    starting at 0 (no preference; only the scheme's constraints).
+
+    rate_scale (float): How many times faster than the other layers of the classifier the
+        scores learn. Adam moves a weight by about its learning rate per step, whatever the
+        gradient's size, so the layer stores the scores divided by this factor (param "T").
+    """
+    if rate_scale <= 0:
+        raise ValueError(f"[bert_ner] crf_rate_scale must be above 0, got {rate_scale}.")
     return Model(
         "crf_transitions",
         _forward,
         init=_init,
         dims={"nO": nO},
         params={"T": None},
+        attrs={"rate_scale": float(rate_scale)},
     )
+
+
+def transition_scores(layer: Model) -> Floats2d:
+    """The transition scores of a `Transitions` layer."""
+    return cast(Floats2d, layer.get_param("T") * layer.attrs["rate_scale"])
+
+
+def add_transition_gradient(layer: Model, d_scores: Floats2d) -> None:
+    """Add the gradient of the transition scores (from `crf_loss`) to a `Transitions` layer."""
+    layer.inc_grad("T", d_scores * layer.attrs["rate_scale"])
 
 
 def _init(

@@ -21,7 +21,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, get_array_module, to_numpy
 from thinc.types import Floats2d, Ints1d
 
-from .crf import crf_loss
+from .crf import add_transition_gradient, crf_loss, transition_scores
 from .decoding import (
     Entity,
     biluo_to_scheme,
@@ -49,6 +49,7 @@ DEFAULT_MODEL_CONFIG = """
 @architectures = "spacy_bert_ner.TokenClassifier.v3"
 hidden_width = 0
 crf = false
+crf_rate_scale = 1.0
 nO = null
 
 # The vectors of the `transformer` component earlier in the pipeline, fine-tuned through this
@@ -356,19 +357,19 @@ class BertNER(TrainablePipe):
             log_probs,
             lengths,
             gold,
-            cast(Floats2d, transitions.get_param("T")),
+            transition_scores(transitions),
             constraints_for(self.tags, self.cfg["scheme"]),
         )
         if numpy.isnan(loss):
             raise ValueError(f"[bert_ner] NaN loss in '{self.name}': lower the learning rate.")
-        transitions.inc_grad("T", d_transitions)
+        add_transition_gradient(transitions, d_transitions)
         return loss, self.model.ops.unflatten(d_scores, self.model.ops.asarray1i(lengths))
 
     def _transitions(self) -> Optional[numpy.ndarray]:
         """The CRF's learned transition scores, on the host; None without a CRF."""
         if not self.model.has_ref("transitions"):
             return None
-        return to_numpy(self.model.get_ref("transitions").get_param("T"))
+        return to_numpy(transition_scores(self.model.get_ref("transitions")))
 
     def finish_update(self, sgd: Optimizer) -> None:
         """Update the model's parameters from their gradients: all at once with

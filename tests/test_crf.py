@@ -193,15 +193,19 @@ def test_crf_pipeline_learns_and_round_trips(crf_trained, tmp_path):
     assert [(e.text, e.label_) for e in loaded(text).ents] == expected
 
 
-def test_crf_loss_is_what_the_component_trains_on(tiny_bert):
+@pytest.mark.parametrize("rate_scale", [1.0, 10.0])
+def test_crf_loss_is_what_the_component_trains_on(tiny_bert, rate_scale):
     """get_loss with a CRF returns crf_loss's value and emission gradient, and adds its
-    transition gradient to the model."""
+    transition gradient to the model; with crf_rate_scale the layer holds the scores divided by
+    the scale, so its gradient is the scores' times the scale (Adam's steps then move the scores
+    that many times further)."""
     from synthetic import make_examples
 
     from spacy_bert_ner.decoding import constraints_for
 
     fix_random_seed(0)
-    nlp = build_nlp(tiny_bert, overrides=CRF_OVERRIDES)
+    overrides = {**CRF_OVERRIDES, "components.bert_ner.model.crf_rate_scale": rate_scale}
+    nlp = build_nlp(tiny_bert, overrides=overrides)
     examples = make_examples(nlp, 4, 0)
     nlp.initialize(lambda: examples)
     ner = nlp.get_pipe("bert_ner")
@@ -215,12 +219,14 @@ def test_crf_loss_is_what_the_component_trains_on(tiny_bert):
         numpy.log(numpy.concatenate(scores)),
         numpy.array([len(s) for s in scores]),
         gold,
-        layer.get_param("T"),
+        layer.get_param("T") * rate_scale,
         constraints_for(ner.tags, "BILUO"),
     )
     assert loss == pytest.approx(expected[0], rel=1e-4)
     numpy.testing.assert_allclose(numpy.concatenate(d_scores), expected[1], atol=1e-5)
-    numpy.testing.assert_allclose(layer.get_grad("T"), expected[2], atol=1e-5)
+    numpy.testing.assert_allclose(layer.get_grad("T"), expected[2] * rate_scale, atol=1e-4)
+    # Decoding uses the scores, not the stored parameter.
+    numpy.testing.assert_allclose(ner._transitions(), layer.get_param("T") * rate_scale)
 
 
 def test_crf_with_label_smoothing_is_an_error(tiny_bert):
@@ -284,3 +290,10 @@ def test_decode_batch_paths_are_viterbis_doc_by_doc(seed, with_transitions, monk
         ]
         assert [entity[:3] for entity in entities] == expected
         start += length
+
+
+def test_crf_rate_scale_must_be_positive():
+    from spacy_bert_ner.crf import Transitions
+
+    with pytest.raises(ValueError, match="crf_rate_scale"):
+        Transitions(5, rate_scale=0.0)
