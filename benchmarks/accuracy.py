@@ -97,12 +97,10 @@ def bio_tags(doc: Doc) -> List[str]:
     return [f"{t.ent_iob_}-{t.ent_type_}" if t.ent_iob_ in ("B", "I") else "O" for t in doc]
 
 
-def count_batches(config_path: Path, overrides: Dict[str, Any], train_path: Path) -> int:
-    """Batches per epoch as training makes them: the config's training corpus, its augmenter
-    included, read from `train_path` and cut by its batcher (`schedules.batches_per_epoch`, what
-    our schedule counts)."""
-    settings = {**overrides, "paths.train": str(train_path)}
-    config = load_config(config_path, overrides=settings, interpolate=True)
+def count_batches(config: Any) -> int:
+    """Batches per epoch as training makes them: the (interpolated) config's training corpus,
+    its augmenter included, cut by its batcher (`schedules.batches_per_epoch`, what our schedule
+    counts)."""
     blocks = {"corpus": config["corpora"]["train"], "batcher": config["training"]["batcher"]}
     resolved = registry.resolve(blocks)
     return batches_per_epoch(resolved["corpus"], resolved["batcher"], config["nlp"]["lang"])
@@ -122,8 +120,9 @@ def train_spacy(
     corpus.mkdir(parents=True, exist_ok=True)
     for split, split_docs in docs.items():
         DocBin(docs=split_docs).to_disk(corpus / f"{split}.spacy")
-    base = load_config(config_path, overrides=overrides)
-    n_batches = count_batches(config_path, overrides, corpus / "train.spacy")
+    train_path = {"paths.train": str(corpus / "train.spacy")}
+    base = load_config(config_path, overrides={**overrides, **train_path}, interpolate=True)
+    n_batches = count_batches(base)
     total_steps = epochs * n_batches
     settings: Dict[str, Any] = {
         "components.transformer.model.name": encoder,

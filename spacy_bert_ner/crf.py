@@ -10,11 +10,11 @@ the CRF's probabilities, so the gradient with respect to the log-probabilities i
 gradient with respect to the softmax's input, what the component returns from `get_loss`.
 """
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union, cast
+from typing import Callable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy
 import torch
-from thinc.api import Model, get_array_module, torch2xp, xp2torch
+from thinc.api import Model, get_array_module, to_numpy, torch2xp, xp2torch
 from thinc.types import Floats2d, Ints1d
 
 from .decoding import Constraints
@@ -98,8 +98,8 @@ def crf_loss(
     scores = xp2torch(transitions, requires_grad=True)
     n_tags = emissions.shape[1]
     device = emissions.device
-    lengths_t = torch.as_tensor(numpy.asarray(_host(lengths), dtype="int64"), device=device)
-    gold_t = torch.as_tensor(numpy.asarray(_host(gold), dtype="int64"), device=device)
+    lengths_t = torch.as_tensor(numpy.asarray(to_numpy(lengths), dtype="int64"), device=device)
+    gold_t = torch.as_tensor(numpy.asarray(to_numpy(gold), dtype="int64"), device=device)
     lengths_t = lengths_t[lengths_t > 0]
     if not len(lengths_t):
         xp = get_array_module(log_probs)
@@ -150,8 +150,3 @@ def _log_partition(
         after = torch.logsumexp(alpha[:, :, None] + step, dim=1) + emissions[:, t]
         alpha = torch.where(active[:, t, None], after, alpha)
     return torch.logsumexp(alpha + end, dim=1)
-
-
-def _host(array: Any) -> numpy.ndarray:
-    """A numpy copy of a numpy or cupy array."""
-    return array.get() if hasattr(array, "get") else numpy.asarray(array)

@@ -120,22 +120,10 @@ def viterbi(
     """The highest-scoring tag sequence among the valid ones: the sum of its log-probabilities,
     plus, with a CRF's learned `transitions` (n_tags x n_tags), the score of each pair of
     consecutive tags."""
-    n_tokens, n_tags = log_probs.shape
-    if n_tokens == 0:
-        return numpy.zeros((0,), dtype="int64")
-    learned = 0.0 if transitions is None else transitions
-    transitions = numpy.where(constraints.allowed, learned, -numpy.inf)
-    score = log_probs[0] + numpy.where(constraints.start, 0.0, -numpy.inf)
-    backpointers = numpy.zeros((n_tokens, n_tags), dtype="int64")
-    for i in range(1, n_tokens):
-        candidates = score[:, None] + transitions
-        backpointers[i] = candidates.argmax(axis=0)
-        score = candidates.max(axis=0) + log_probs[i]
-    score = score + numpy.where(constraints.end, 0.0, -numpy.inf)
-    path = numpy.zeros((n_tokens,), dtype="int64")
-    path[-1] = int(score.argmax())
-    for i in range(n_tokens - 1, 0, -1):
-        path[i - 1] = backpointers[i, path[i]]
+    path = numpy.zeros((len(log_probs),), dtype="int64")
+    if len(log_probs):
+        one_doc = numpy.array([0]), numpy.array([len(log_probs)])
+        _viterbi_docs(log_probs, *one_doc, constraints, transitions, path)
     return path
 
 
@@ -149,9 +137,8 @@ def _viterbi_docs(
 ) -> None:
     """`viterbi` for the documents whose rows of `log_probs` start at `starts` (`lengths` rows
     each, at least one), written into `path`. Documents of similar length are decoded together,
-    a position at a time for all of them, `VITERBI_BATCH` at most at once: the same paths as
-    `viterbi`'s, without a Python loop over every token of every document (with a CRF, every
-    document is decoded)."""
+    a position at a time for all of them, `VITERBI_BATCH` at most at once, without a Python loop
+    over every token of every document (with a CRF, every document is decoded)."""
     if not len(starts):
         return
     learned = 0.0 if transitions is None else transitions
@@ -252,9 +239,8 @@ def decode(
     the classifier is unsure about become entities (more recall, less precision); the scores are
     the classifier's own probabilities either way.
     """
-    return decode_batch(probs, [len(probs)], tags, constraints, decoder, outside_bias, transitions)[
-        0
-    ]
+    lengths = [len(probs)]
+    return decode_batch(probs, lengths, tags, constraints, decoder, outside_bias, transitions)[0]
 
 
 def decode_batch(
