@@ -31,6 +31,7 @@ from spacy.util import load_config, registry
 import spacy_bert_ner
 from spacy_bert_ner.convert import conll_to_docs
 from spacy_bert_ner.decoding import tags_to_spans
+from spacy_bert_ner.distillation import add_teacher_targets
 from spacy_bert_ner.encoders import EMBEDDED_ENCODER, resolve_encoder
 from spacy_bert_ner.evaluation.corpus import predict_corpus
 from spacy_bert_ner.evaluation.error_kinds import compare
@@ -119,7 +120,8 @@ def train_spacy(
     corpus = run_dir / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
     for split, split_docs in docs.items():
-        DocBin(docs=split_docs).to_disk(corpus / f"{split}.spacy")
+        # user_data: teacher probabilities (`--teacher`), for distillation.
+        DocBin(docs=split_docs, store_user_data=True).to_disk(corpus / f"{split}.spacy")
     train_path = {"paths.train": str(corpus / "train.spacy")}
     base = load_config(config_path, overrides={**overrides, **train_path}, interpolate=True)
     n_batches = count_batches(base)
@@ -263,6 +265,11 @@ def run(
     limit: int = typer.Option(0, help="Use only the first N sentences of each split (smoke test)"),
     train_limit: int = typer.Option(0, help="Train on the first N training sentences only"),
     gpu_id: int = typer.Option(-1, help="GPU id, or -1 for CPU"),
+    teacher: List[Path] = typer.Option(
+        [],
+        help="Trained pipeline whose tag probabilities the training docs carry (repeatable; "
+        "train on them with --set components.bert_ner.teacher_weight=W)",
+    ),
 ) -> None:
     """Train and evaluate one system on one dataset; save the scores as JSON."""
     if system not in SYSTEMS:
@@ -279,9 +286,13 @@ def run(
         config_path = config or SYSTEMS[system]
         assert config_path is not None
         gold = load_splits(paths, n_sents, limit, train_limit)
+        if teacher:
+            start = time.perf_counter()
+            add_teacher_targets(gold["train"], [spacy.load(path) for path in teacher])
+            typer.echo(f"Teacher probabilities: {time.perf_counter() - start:.0f} s")
         run_dir = work_dir / f"{dataset}__{name}"
         info = train_spacy(config_path, encoder, gold, run_dir, epochs, parse_set(set_), gpu_id)
-        info.update(n_sents=n_sents, config=str(config_path))
+        info.update(n_sents=n_sents, config=str(config_path), teachers=[str(t) for t in teacher])
         predicted, dev_spans, test_spans = predict_spacy(
             spacy.load(run_dir / "training" / "model-last"), gold
         )

@@ -20,6 +20,8 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import registry
 
+from .distillation import slice_teacher_targets
+
 Augmenter = Callable[[Language, Example], Iterator[Example]]
 
 
@@ -50,7 +52,9 @@ def create_context_mix(whole_fraction: float = 0.25, max_sents: int = 10) -> Aug
         start = 0
         while start < len(sents):
             end = min(start + random.choices(lengths, weights)[0], len(sents))
-            piece = reference[sents[start].start : sents[end - 1].end].as_doc()
+            first, last = sents[start].start, sents[end - 1].end
+            piece = reference[first:last].as_doc()
+            slice_teacher_targets(reference, first, last, piece)
             # As spacy.Corpus makes its examples: the predicted side is tokenized from the text.
             yield Example(nlp.make_doc(piece.text), piece)
             start = end

@@ -1,16 +1,18 @@
 """Command line: `python -m spacy_bert_ner COMMAND` (also used by the project's project.yml)."""
 
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional
+from typing import Any, Callable, List, NoReturn, Optional
 
 import spacy
 import srsly
 import typer
+from spacy.tokens import DocBin
 from tqdm import tqdm
 from wasabi import msg
 
 from .annotate import annotate_model
 from .convert import ConversionStats, convert
+from .distillation import DistillError, add_teacher_targets
 from .evaluation.analysis import analyze
 from .model_card import package_meta
 from .ray_engine import annotate_on_ray
@@ -229,6 +231,39 @@ def annotate_cli(
     msg.good(
         f"Annotated {stats.docs} docs ({stats.entities} entities) into {output_path}; "
         f"skipped {len(stats.skipped)} bad records"
+    )
+
+
+@app.command("distill")
+def distill_cli(
+    input_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Training .spacy"),
+    output_path: Path = typer.Argument(..., dir_okay=False, help="Output .spacy, with targets"),
+    teachers: List[str] = typer.Argument(..., help="Trained pipelines: packages or directories"),
+    component: str = typer.Option("bert_ner", "--component", "-c", help="The teachers' NER pipe"),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Docs per batch"),
+    gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
+) -> None:
+    """Store the teachers' mean tag probabilities on each training doc, for training with
+    `--components.bert_ner.teacher_weight` above 0 on the output (distillation: the teachers'
+    knowledge in one model)."""
+    try:
+        nlps = [load_pipeline(teacher, gpu_id=gpu_id) for teacher in teachers]
+    except SetupError as err:
+        fail(err)
+    try:
+        docs = list(DocBin().from_disk(input_path).get_docs(nlps[0].vocab))
+    except Exception as err:  # spaCy raises several types for a file that is not a DocBin
+        fail(ValueError(f"{input_path}: not a spaCy DocBin (.spacy) file ({err})."))
+    total = len(docs) * len(nlps)
+    with tqdm(total=total, unit=" docs", desc="Teachers predicting", disable=None) as bar:
+        try:
+            tags = add_teacher_targets(docs, nlps, component, batch_size, progress=bar.update)
+        except DistillError as err:
+            fail(err)
+    write_output(output_path, DocBin(docs=docs, store_user_data=True).to_disk)
+    msg.good(
+        f"{len(docs)} docs with the mean probabilities of {len(nlps)} teacher(s) over "
+        f"{len(tags)} tags in {output_path}"
     )
 
 

@@ -31,6 +31,7 @@ from .decoding import (
     decode_batch,
     make_tags,
 )
+from .distillation import TEACHER_KEY, teacher_rows
 from .optimizers import update_all
 from .scorer import score_ents
 
@@ -104,6 +105,7 @@ MISALIGNED_WARNING = (
         "decoder": "viterbi",
         "outside_bias": 0.0,
         "label_smoothing": 0.0,
+        "teacher_weight": 0.0,
         "overwrite_ents": True,
         "spans_key": "bert_ner",
         "scorer": {"@scorers": "spacy_bert_ner.ner_scorer.v1"},
@@ -118,6 +120,7 @@ def make_bert_ner(
     decoder: str,
     outside_bias: float,
     label_smoothing: float,
+    teacher_weight: float,
     overwrite_ents: bool,
     spans_key: str,
     scorer: Optional[Callable],
@@ -136,6 +139,9 @@ def make_bert_ner(
     label_smoothing (float): Training only: the share of each gold tag's probability mass spread
         evenly over all tags in the cross-entropy target (0, the default, is plain cross-entropy;
         0.1 is the usual value elsewhere), as torch's `cross_entropy(label_smoothing=...)`.
+    teacher_weight (float): Training only: the share of the cross-entropy target taken from the
+        teacher tag probabilities stored on the training docs by `python -m spacy_bert_ner
+        distill` (spacy_bert_ner/distillation.py); 0 (default) trains on the gold tags alone.
     overwrite_ents (bool): True (default) replaces `doc.ents`; False keeps the entities already
         there and adds only predicted ones that do not overlap them.
     spans_key (str): Key of the `doc.spans` group that receives every predicted entity, with
@@ -150,6 +156,7 @@ def make_bert_ner(
         decoder=decoder,
         outside_bias=outside_bias,
         label_smoothing=label_smoothing,
+        teacher_weight=teacher_weight,
         overwrite_ents=overwrite_ents,
         spans_key=spans_key,
         scorer=scorer,
@@ -169,6 +176,7 @@ class BertNER(TrainablePipe):
         decoder: str = "viterbi",
         outside_bias: float = 0.0,
         label_smoothing: float = 0.0,
+        teacher_weight: float = 0.0,
         overwrite_ents: bool = True,
         spans_key: str = "bert_ner",
         scorer: Optional[Callable] = score_ents,
@@ -185,6 +193,7 @@ class BertNER(TrainablePipe):
         self.decoder = check_decoder(decoder)
         self.outside_bias = float(outside_bias)
         self.label_smoothing = check_label_smoothing(label_smoothing)
+        self.teacher_weight = check_teacher_weight(teacher_weight)
         self.overwrite_ents = overwrite_ents
         self.spans_key = spans_key
 
@@ -254,6 +263,15 @@ class BertNER(TrainablePipe):
         unknown = Counter({label: n for label, n in found.items() if label not in self.labels})
         if unknown:
             self._warn_unknown_labels(unknown, "in the training data")
+        if self.teacher_weight and not any(
+            TEACHER_KEY in eg.reference.user_data for eg in islice(get_examples(), 100)
+        ):
+            raise ValueError(
+                f"[bert_ner] '{self.name}' has teacher_weight = {self.teacher_weight}, but the "
+                "training docs carry no teacher probabilities. Make them with `python -m "
+                "spacy_bert_ner distill TRAIN.spacy OUT.spacy TEACHER...` and train on OUT.spacy, "
+                "or set teacher_weight = 0.0."
+            )
         doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
         self.model.get_ref("output_layer").set_dim("nO", len(self.tags))
         if self.model.has_ref("transitions"):
@@ -313,13 +331,19 @@ class BertNER(TrainablePipe):
         `label_smoothing`: the target is 1 - s on the gold tag plus s / n_tags on every tag).
 
         Gold entities are aligned to the predicted tokenization; tokens with missing annotation (or
-        whose gold entity does not align) carry no loss. Returns (summed loss, d_scores), where
-        d_scores is the gradient with respect to the softmax's input.
+        whose gold entity does not align) carry no loss. With `teacher_weight` w above 0, a token
+        with teacher probabilities (`distillation`) is trained towards 1 - w of its gold target
+        plus w of them (w of them alone where its gold tag is missing). Returns (summed loss,
+        d_scores), where d_scores is the gradient with respect to the softmax's input.
         """
         validate_examples(examples, "BertNER.get_loss")
-        gold = self._gold_tag_ids(list(examples))
+        examples = list(examples)
+        gold = self._gold_tag_ids(examples)
         if self.model.has_ref("transitions"):
             return self._crf_loss(gold, scores)
+        teacher = self._teacher_targets(examples) if self.teacher_weight else None
+        if teacher is not None:
+            return self._target_loss(self._targets(gold, teacher), scores)
         xp = get_array_module(scores[0]) if scores else numpy
         probs = self.model.ops.flatten(scores)
         gold_ids = xp.asarray(gold, dtype="int64")
@@ -339,16 +363,61 @@ class BertNER(TrainablePipe):
         lengths = self.model.ops.asarray1i([len(s) for s in scores])
         return loss, self.model.ops.unflatten(d_probs, lengths)
 
+    def _teacher_targets(self, examples: List[Example]) -> Optional[numpy.ndarray]:
+        """The teacher probabilities of each predicted token in the batch (NaN rows where there
+        are none), or None when no doc of the batch carries them."""
+        rows = [teacher_rows(eg.predicted, eg.reference, self.tags, self.name) for eg in examples]
+        if all(r is None for r in rows):
+            return None
+        n_tags = len(self.tags)
+        return numpy.concatenate(
+            [
+                numpy.full((len(eg.predicted), n_tags), numpy.nan, dtype="float32")
+                if r is None
+                else r
+                for eg, r in zip(examples, rows)
+            ]
+        )
+
+    def _targets(self, gold: Ints1d, teacher: numpy.ndarray) -> numpy.ndarray:
+        """Each token's target distribution over the tags (on the host): its (smoothed) gold
+        tag, mixed with the teacher's probabilities by `teacher_weight`; all zero where neither
+        is known."""
+        gold_ids = to_numpy(gold).astype("int64")
+        n_tags = teacher.shape[1]
+        targets = numpy.zeros(teacher.shape, dtype="float32")
+        rows = numpy.nonzero(gold_ids >= 0)[0]
+        targets[rows, gold_ids[rows]] = 1.0 - self.label_smoothing
+        targets[rows] += self.label_smoothing / n_tags
+        taught = ~numpy.isnan(teacher).any(axis=1)
+        weight = self.teacher_weight
+        targets[taught] = (1.0 - weight) * targets[taught] + weight * teacher[taught]
+        return targets
+
+    def _target_loss(self, targets: numpy.ndarray, scores: List[Floats2d]) -> Tuple[float, Any]:
+        """Cross-entropy of the tag probabilities against target distributions (rows that sum
+        to at most 1): the loss -sum(t * log p) and its gradient p * sum(t) - t with respect to
+        the softmax's input."""
+        ops = self.model.ops
+        probs = ops.flatten(scores)
+        t = ops.asarray2f(cast(Floats2d, targets))
+        loss = -float((t * ops.xp.log(ops.xp.maximum(probs, 1e-12))).sum())
+        if numpy.isnan(loss):
+            raise ValueError(f"[bert_ner] NaN loss in '{self.name}': lower the learning rate.")
+        d_probs = probs * t.sum(axis=1, keepdims=True) - t
+        return loss, ops.unflatten(d_probs, ops.asarray1i([len(s) for s in scores]))
+
     def _crf_loss(self, gold: Ints1d, scores: List[Floats2d]) -> Tuple[float, Any]:
         """`get_loss` for a model with a CRF (`TokenClassifier.v3` with `crf = true`): the CRF's
         negative log-likelihood of each doc's gold tags (`crf.crf_loss`). The transitions' own
         gradient is added to them here, as they have no input to backpropagate through."""
-        if self.label_smoothing:
-            raise ValueError(
-                f"[bert_ner] '{self.name}' has a CRF (crf = true), which trains on whole tag "
-                "sequences: label_smoothing smooths per-token targets and does not apply. Set "
-                "label_smoothing = 0.0, or crf = false."
-            )
+        for setting in ("label_smoothing", "teacher_weight"):
+            if getattr(self, setting):
+                raise ValueError(
+                    f"[bert_ner] '{self.name}' has a CRF (crf = true), which trains on whole tag "
+                    f"sequences: {setting} sets per-token targets and does not apply. Set "
+                    f"{setting} = 0.0, or crf = false."
+                )
         transitions = self.model.get_ref("transitions")
         probs = self.model.ops.flatten(scores)
         log_probs = self.model.ops.xp.log(self.model.ops.xp.maximum(probs, 1e-12))
@@ -437,6 +506,16 @@ class BertNER(TrainablePipe):
             self._warn_unknown_labels(unknown, "in this batch")
         flat = numpy.concatenate(ids) if ids else numpy.zeros(0, dtype="int32")
         return self.model.ops.asarray1i(cast(Ints1d, flat))
+
+
+def check_teacher_weight(value: float) -> float:
+    """`teacher_weight` as a float in [0, 1], or a clear error."""
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(
+            f"[bert_ner] teacher_weight must be in [0, 1], got {value}: 0 trains on the gold "
+            "tags alone, 0.5 on an even mix of gold tags and teacher probabilities."
+        )
+    return float(value)
 
 
 def check_label_smoothing(value: float) -> float:

@@ -7,8 +7,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from spacy.tokens import DocBin
+from spacy.vocab import Vocab
 from synthetic import make_sentences, to_conll
 from typer.testing import CliRunner
+
+from spacy_bert_ner.distillation import TEACHER_KEY
 
 ROOT = Path(__file__).parent.parent
 
@@ -86,6 +90,19 @@ def test_all_systems_on_the_same_gold(harness: ModuleType, tiny_bert: str, tmp_p
     again = json.loads((tmp_path / "again" / "conll2003__again.json").read_text())
     assert again["system"] == "bert_ner"
     assert (again["dev"], again["test"]) == (ours["dev"], ours["test"])
+
+    # Distillation: the training docs carry the teacher's probabilities into the corpus.
+    args = ["run", "bert_ner", "conll2003", *common, "--name", "taught", "--epochs", "1"]
+    args += ["--teacher", str(model), "--set", "components.bert_ner.teacher_weight=0.5"]
+    args += ["--results-dir", str(tmp_path / "taught")]
+    result = CliRunner().invoke(harness.app, args)
+    assert result.exit_code == 0, result.output
+    taught = json.loads((tmp_path / "taught" / "conll2003__taught.json").read_text())
+    assert taught["teachers"] == [str(model)]
+    assert taught["settings"]["components.bert_ner.teacher_weight"] == 0.5
+    corpus = tmp_path / "work" / "conll2003__taught" / "corpus" / "train.spacy"
+    docs = list(DocBin().from_disk(corpus).get_docs(Vocab()))
+    assert all(len(doc.user_data[TEACHER_KEY]["probs"]) == len(doc) for doc in docs)
 
     page = tmp_path / "BENCHMARKS.md"
     page.write_text(f"# Benchmarks\n{harness.TABLE_START}\nold\n{harness.TABLE_END}\nafter\n")

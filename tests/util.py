@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from spacy.language import Language
+from spacy.training import Example
 from spacy.util import load_config, load_model_from_config
 from synthetic import make_examples
 from thinc.api import Adam, fix_random_seed
@@ -31,10 +32,13 @@ def build_nlp(
     return load_model_from_config(config, auto_fill=True)
 
 
-def train(nlp: Language, epochs: int, seed: int = 0) -> List[float]:
-    """Adam(1e-3), batches of 8 over 60 synthetic examples; returns the loss of each epoch."""
+def train(
+    nlp: Language, epochs: int, seed: int = 0, examples: Optional[List[Example]] = None
+) -> List[float]:
+    """Adam(1e-3), batches of 8 over `examples` (by default 60 synthetic ones); returns the loss
+    of each epoch."""
     fix_random_seed(seed)
-    examples = make_examples(nlp, 60, 0)
+    examples = make_examples(nlp, 60, 0) if examples is None else list(examples)
     nlp.initialize(lambda: examples)
     optimizer = Adam(1e-3)
     rng = random.Random(seed)
