@@ -31,7 +31,7 @@ from spacy.util import load_config, registry
 import spacy_bert_ner
 from spacy_bert_ner.convert import conll_to_docs
 from spacy_bert_ner.decoding import tags_to_spans
-from spacy_bert_ner.distillation import add_teacher_targets
+from spacy_bert_ner.distillation import TEACHER_KEY, add_teacher_targets
 from spacy_bert_ner.encoders import EMBEDDED_ENCODER, resolve_encoder
 from spacy_bert_ner.evaluation.corpus import predict_corpus
 from spacy_bert_ner.evaluation.error_kinds import compare
@@ -166,6 +166,31 @@ def predict_spacy(
     """Predict dev and test with a trained spaCy pipeline."""
     start = time.perf_counter()
     preds = {split: predict_corpus(nlp, docs[split]) for split in ("dev", "test")}
+    info = {
+        "predict_seconds": round(time.perf_counter() - start),
+        "errors_dev": compare(docs["dev"], preds["dev"]).kind_counts(),
+    }
+    return info, [doc_spans(d) for d in preds["dev"]], [doc_spans(d) for d in preds["test"]]
+
+
+def predict_ensemble(
+    pipelines: List[Language], docs: Dict[str, List[Doc]]
+) -> Tuple[Dict[str, Any], List[List[EntitySpan]], List[List[EntitySpan]]]:
+    """Predict dev and test with the mean tag probabilities of several bert_ner pipelines (the
+    teachers of distillation), decoded by the first one's component."""
+    start = time.perf_counter()
+    ner = pipelines[0].get_pipe("bert_ner")
+    preds = {}
+    for split in ("dev", "test"):
+        copies = [
+            Doc(ner.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d])
+            for d in docs[split]
+        ]
+        add_teacher_targets(copies, pipelines)
+        for doc in copies:
+            probs = doc.user_data.pop(TEACHER_KEY)["probs"].astype("float32")
+            ner.set_annotations([doc], [ner.model.ops.asarray2f(probs)])
+        preds[split] = copies
     info = {
         "predict_seconds": round(time.perf_counter() - start),
         "errors_dev": compare(docs["dev"], preds["dev"]).kind_counts(),
@@ -315,6 +340,9 @@ def evaluate(
     data_dir: Path = typer.Option(ROOT.parent / "shared" / "data", help="Holds the datasets"),
     results_dir: Path = typer.Option(ROOT / "benchmarks" / "results" / "accuracy"),
     gpu_id: int = typer.Option(-1, help="GPU id, or -1 for CPU"),
+    ensemble_with: List[Path] = typer.Option(
+        [], help="More bert_ner pipelines: score the mean of their probabilities (repeatable)"
+    ),
 ) -> None:
     """Score a spaCy pipeline trained elsewhere (e.g. by `spacy project run`) like `run` does."""
     if dataset not in DATASETS:
@@ -324,7 +352,12 @@ def evaluate(
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
     nlp = spacy.load(model)
-    info, dev_spans, test_spans = predict_spacy(nlp, gold)
+    if ensemble_with:
+        pipelines = [nlp, *(spacy.load(path) for path in ensemble_with)]
+        info, dev_spans, test_spans = predict_ensemble(pipelines, gold)
+        info.update(ensemble=[str(path) for path in [model, *ensemble_with]])
+    else:
+        info, dev_spans, test_spans = predict_spacy(nlp, gold)
     system = "bert_ner" if "bert_ner" in nlp.pipe_names else "spacy_ner"
     info.update(system=system, name=name, dataset=dataset, epochs=epochs, n_sents=n_sents)
     info.update(model=str(model), train_seconds=train_seconds)

@@ -91,6 +91,15 @@ def test_all_systems_on_the_same_gold(harness: ModuleType, tiny_bert: str, tmp_p
     assert again["system"] == "bert_ner"
     assert (again["dev"], again["test"]) == (ours["dev"], ours["test"])
 
+    # An ensemble of the model with itself decodes the same probabilities (stored in float16).
+    result = CliRunner().invoke(
+        harness.app, [*args, "--ensemble-with", str(model), "--name", "ens"]
+    )
+    assert result.exit_code == 0, result.output
+    ens = json.loads((tmp_path / "again" / "conll2003__ens.json").read_text())
+    assert ens["ensemble"] == [str(model), str(model)]
+    assert abs(ens["dev"]["f"] - ours["dev"]["f"]) <= 1.0 and ens["dev"]["n_pred"] > 0
+
     # Distillation: the training docs carry the teacher's probabilities into the corpus.
     args = ["run", "bert_ner", "conll2003", *common, "--name", "taught", "--epochs", "1"]
     args += ["--teacher", str(model), "--set", "components.bert_ner.teacher_weight=0.5"]
