@@ -107,14 +107,20 @@ def measure(runs: Dict[str, Run], warmup: int, rounds: int) -> Dict[str, Dict[st
 
 
 def ours(
-    encoder: Path, docs: List[Doc], n_batches: int, warmup: int, mixed_precision: bool = False
+    encoder: Path,
+    docs: List[Doc],
+    n_batches: int,
+    warmup: int,
+    mixed_precision: bool = False,
+    overrides: Optional[Dict[str, Any]] = None,
 ) -> Run:
-    """`nlp.update` with the project config, as `spacy train` runs it."""
+    """`nlp.update` with the project config (and `overrides`), as `spacy train` runs it."""
     config = load_config(
         ROOT / "configs" / "bert_ner.cfg",
         overrides={
             "components.transformer.model.name": str(encoder),
             "components.transformer.model.mixed_precision": mixed_precision,
+            **(overrides or {}),
         },
     )
     nlp = load_model_from_config(config, auto_fill=True)
@@ -226,6 +232,9 @@ def main(
         None, help="Encoder directory (default: the tiny random BERT, the CPU proxy)"
     ),
     mixed_precision: bool = typer.Option(False, help="fp16 autocast for both (GPU only)"),
+    without_features: bool = typer.Option(
+        False, help="Also time ours without the casing features (what they cost a step)"
+    ),
 ) -> None:
     """Words/s of ours and of the plain loop on the same sentences and encoder."""
     docs = list(conll_to_docs(data, spacy.blank("en"), n_sents=10))[:200]
@@ -239,6 +248,15 @@ def main(
             "ours": ours(path, docs, n_batches, warmup, mixed_precision),
             "plain_pytorch": plain(path, docs, n_batches * 2, warmup, device, mixed_precision),
         }
+        if without_features:
+            runs["ours_without_features"] = ours(
+                path,
+                docs,
+                n_batches,
+                warmup,
+                mixed_precision,
+                overrides={"components.bert_ner.model.features": None},
+            )
         results = measure(runs, warmup, rounds)
         profiler = profile(runs["ours"], warmup)
     ours_result, plain_result = results["ours"], results["plain_pytorch"]
@@ -259,6 +277,18 @@ def main(
         "ours": ours_result,
         "plain_pytorch": plain_result,
         "ratio": round(ours_result["words_per_second"] / plain_result["words_per_second"], 2),
+        **(
+            {
+                "ours_without_features": results["ours_without_features"],
+                "ratio_without_features": round(
+                    results["ours_without_features"]["words_per_second"]
+                    / plain_result["words_per_second"],
+                    2,
+                ),
+            }
+            if without_features
+            else {}
+        ),
         "profile_ours_20_steps": top_functions(profiler),
         "profile_ours_20_steps_by_own_time": top_functions(profiler, by="own_s"),
     }
