@@ -14,7 +14,6 @@ knowledge distilled into one model, whose inference costs one model. From the co
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy
-from spacy.attrs import IDX, LENGTH
 from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.util import minibatch
@@ -86,15 +85,19 @@ def _predict(
     upstream = teacher.pipe_names[: teacher.pipe_names.index(component)]
     pipe = teacher.get_pipe(component)
     start = 0
-    for batch in minibatch(docs, batch_size):
-        copies = [
-            Doc(teacher.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d])
-            for d in batch
-        ]
-        with teacher.select_pipes(enable=upstream):
+    with teacher.select_pipes(enable=upstream):
+        for batch in minibatch(docs, batch_size):
+            copies = [
+                Doc(
+                    teacher.vocab,
+                    words=[t.text for t in d],
+                    spaces=[bool(t.whitespace_) for t in d],
+                )
+                for d in batch
+            ]
             processed = list(teacher.pipe(copies, batch_size=len(copies)))
-        yield start, [to_numpy(p) for p in pipe.predict(processed)]  # type: ignore[attr-defined]
-        start += len(batch)
+            yield start, [to_numpy(p) for p in pipe.predict(processed)]  # type: ignore[attr-defined]
+            start += len(batch)
 
 
 def slice_teacher_targets(doc: Doc, start: int, end: int, piece: Doc) -> None:
@@ -107,11 +110,9 @@ def slice_teacher_targets(doc: Doc, start: int, end: int, piece: Doc) -> None:
         }
 
 
-def teacher_rows(
-    predicted: Doc, reference: Doc, tags: Sequence[str], name: str
-) -> Optional[numpy.ndarray]:
-    """The teacher probabilities of each predicted token (rows of NaN where a predicted token is
-    not one of the reference's tokens), or None when the reference carries none."""
+def teacher_probs(reference: Doc, tags: Sequence[str], name: str) -> Optional[numpy.ndarray]:
+    """The teacher probabilities stored on `reference`, one row per token, checked against the
+    component's `tags`; None when it carries none."""
     targets: Optional[Dict] = reference.user_data.get(TEACHER_KEY)
     if targets is None:
         return None
@@ -127,19 +128,4 @@ def teacher_rows(
             f"[bert_ner] A training doc has {len(reference)} tokens but teacher targets for "
             f"{len(probs)}: the doc was changed after `distill`. Make the targets again."
         )
-    x_spans, y_spans = _char_spans(predicted), _char_spans(reference)
-    if numpy.array_equal(x_spans, y_spans):
-        return probs
-    # Retokenized text: a predicted token takes the rows of the reference token with its span.
-    rows = numpy.full((len(predicted), len(tags)), numpy.nan, dtype="float32")
-    if predicted.text != reference.text or not len(reference):
-        return rows
-    j = numpy.minimum(numpy.searchsorted(y_spans[:, 0], x_spans[:, 0]), len(reference) - 1)
-    same = (y_spans[j] == x_spans).all(axis=1)
-    rows[same] = probs[j[same]]
-    return rows
-
-
-def _char_spans(doc: Doc) -> numpy.ndarray:
-    """(start, length) in characters of each token."""
-    return doc.to_array([IDX, LENGTH]).astype("int64").reshape(len(doc), 2)
+    return probs

@@ -31,7 +31,7 @@ from .decoding import (
     decode_batch,
     make_tags,
 )
-from .distillation import TEACHER_KEY, teacher_rows
+from .distillation import TEACHER_KEY, teacher_probs
 from .optimizers import update_all
 from .scorer import score_ents
 
@@ -366,10 +366,11 @@ class BertNER(TrainablePipe):
     def _teacher_targets(self, examples: List[Example]) -> Optional[numpy.ndarray]:
         """The teacher probabilities of each predicted token in the batch (NaN rows where there
         are none), or None when no doc of the batch carries them."""
-        rows = [teacher_rows(eg.predicted, eg.reference, self.tags, self.name) for eg in examples]
+        tags = self.tags
+        rows = [teacher_rows(eg.predicted, eg.reference, tags, self.name) for eg in examples]
         if all(r is None for r in rows):
             return None
-        n_tags = len(self.tags)
+        n_tags = len(tags)
         return numpy.concatenate(
             [
                 numpy.full((len(eg.predicted), n_tags), numpy.nan, dtype="float32")
@@ -612,6 +613,29 @@ def _align_by_characters(x: Doc, y: Doc, gold_outside: numpy.ndarray) -> Optiona
         ):
             ents.append((start, end, ent.label_))
     return outside, ents, len(ents) < len(y_ents)
+
+
+def teacher_rows(
+    predicted: Doc, reference: Doc, tags: Sequence[str], name: str
+) -> Optional[numpy.ndarray]:
+    """The teacher probabilities (`distillation`) of each predicted token, aligned by character
+    offsets as `_align_by_characters` aligns the gold tags: a predicted token takes the rows of
+    the reference token with its exact span, NaN rows where there is none (or the texts differ).
+    None when the reference carries no teacher probabilities."""
+    probs = teacher_probs(reference, tags, name)
+    if probs is None:
+        return None
+    x_start, x_end = _char_spans(predicted)
+    y_start, y_end = _char_spans(reference)
+    if numpy.array_equal(x_start, y_start) and numpy.array_equal(x_end, y_end):
+        return probs
+    rows = numpy.full((len(predicted), len(tags)), numpy.nan, dtype="float32")
+    if predicted.text != reference.text or not len(reference):
+        return rows
+    j = numpy.minimum(numpy.searchsorted(y_start, x_start), len(reference) - 1)
+    same = (y_start[j] == x_start) & (y_end[j] == x_end)
+    rows[same] = probs[j[same]]
+    return rows
 
 
 def _char_spans(doc: Doc) -> Tuple[numpy.ndarray, numpy.ndarray]:

@@ -13,12 +13,8 @@ from util import build_nlp, train
 
 from spacy_bert_ner.augmenters import create_context_mix
 from spacy_bert_ner.cli import app
-from spacy_bert_ner.distillation import (
-    TEACHER_KEY,
-    DistillError,
-    add_teacher_targets,
-    teacher_rows,
-)
+from spacy_bert_ner.distillation import TEACHER_KEY, DistillError, add_teacher_targets
+from spacy_bert_ner.pipeline_component import teacher_rows
 
 
 def soft_rows(rng: numpy.random.Generator, n: int, n_tags: int) -> numpy.ndarray:
