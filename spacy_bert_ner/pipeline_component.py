@@ -67,20 +67,21 @@ upstream = "*"
 # Casing features: the default encoder is uncased, so hash embeddings of each token's shape
 # ("Xxxxx"), first character and last three characters give the classifier capitalisation back;
 # two maxout layers over a window of one token either side let each token also see its neighbours'
-# casing (fewer boundary errors). `features = null` turns them off.
+# casing (fewer boundary errors). Width 32: the dev F1 of width 64 on CoNLL-2003 and WNUT-17 at a
+# quarter of the arithmetic (BENCHMARKS.md, issue 12). `features = null` turns them off.
 [model.features]
 @architectures = "spacy.Tok2Vec.v2"
 
 [model.features.embed]
 @architectures = "spacy.MultiHashEmbed.v2"
-width = 64
+width = 32
 attrs = ["SHAPE","PREFIX","SUFFIX"]
 rows = [1000,2500,2500]
 include_static_vectors = false
 
 [model.features.encode]
 @architectures = "spacy.MaxoutWindowEncoder.v2"
-width = 64
+width = 32
 depth = 2
 window_size = 1
 maxout_pieces = 3

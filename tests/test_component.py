@@ -621,13 +621,13 @@ def test_project_config_model_settings_can_be_overridden(tiny_bert):
         overrides={
             "components.bert_ner.model.hidden_width": 16,
             "components.bert_ner.model.tok2vec.pooling.@layers": "reduce_first.v1",
-            "components.bert_ner.model.features.embed.width": 32,
+            "components.bert_ner.model.features.embed.width": 48,
         },
     )
     model = nlp.config["components"]["bert_ner"]["model"]
     assert model["hidden_width"] == 16
     assert model["tok2vec"]["pooling"] == {"@layers": "reduce_first.v1"}
-    assert model["features"]["embed"] == {**DEFAULT_MODEL["features"]["embed"], "width": 32}
+    assert model["features"]["embed"] == {**DEFAULT_MODEL["features"]["embed"], "width": 48}
     assert model["features"]["encode"] == DEFAULT_MODEL["features"]["encode"]
     assert model["tok2vec"]["@architectures"] == DEFAULT_MODEL["tok2vec"]["@architectures"]
     layers = [node.name for node in nlp.get_pipe("bert_ner").model.walk()]
