@@ -15,6 +15,8 @@ mkdir -p "$OUT"
 run() { local limit=$1; shift; echo "=== $*"; timeout "$limit" "$@" 2>&1 | grep -v Warning | tail -40; }
 run 300 "${PYTHON:-python3}" benchmarks/inference_speed.py "$PIPELINE" --gpu-id 0 --n-sents 5000 \
   --output "$OUT/inference_h100.json"
+run 60 "${PYTHON:-python3}" benchmarks/casing_features.py --gpu-id 0 \
+  --output "$OUT/casing_features_h100.json"
 run 150 "${PYTHON:-python3}" benchmarks/training_speed.py --gpu-id 0 --encoder "$ENCODER" \
   --output "$OUT/training_speed_h100.json"
 run 120 "${PYTHON:-python3}" benchmarks/training_speed.py --gpu-id 0 --encoder "$ENCODER" --mixed-precision \

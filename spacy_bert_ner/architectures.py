@@ -1,8 +1,9 @@
 """Registered model architectures: the token classifier head, and the transformer it listens to."""
 
-from typing import Any, Callable, List, Optional, Tuple, cast
+from typing import Any, Callable, List, Optional, Tuple, Union, cast
 
 import numpy
+from spacy.ml.models.tok2vec import MaxoutWindowEncoder, MultiHashEmbed
 from spacy.tokens import Doc
 from spacy.util import registry
 from thinc.api import (
@@ -18,6 +19,7 @@ from thinc.api import (
 )
 from thinc.types import Floats2d, FloatsXd, Ragged
 
+from .casing import casing_features
 from .crf import Transitions
 from .encoders import resolve_encoder
 from .listener import FastTransformerListener, trfs2arrays
@@ -110,6 +112,36 @@ def build_token_classifier_v3(
         with_crf.set_ref(name, model.get_ref(name))
     with_crf.set_ref("transitions", transitions)
     return with_crf
+
+
+@registry.architectures("spacy_bert_ner.CasingFeatures.v1")
+def build_casing_features(
+    width: int,
+    attrs: List[Union[str, int]],
+    rows: List[int],
+    window_size: int,
+    depth: int,
+    maxout_pieces: int,
+) -> Model[List[Doc], List[Floats2d]]:
+    """Hash embeddings of token attributes, then maxout layers over a window of neighbours: the
+    outputs, gradients and (for the same seed) initial weights of `spacy.Tok2Vec.v2` with
+    `spacy.MultiHashEmbed.v2(width, attrs, rows)` as its embed and
+    `spacy.MaxoutWindowEncoder.v2(width, window_size, maxout_pieces, depth)` as its encode, with
+    the batch's host work and device copies done once per batch instead of once per doc
+    (`casing.py`).
+
+    width (int): Width of the embeddings and of every layer's output.
+    attrs (List[Union[str, int]]): The token attributes to embed, one hash table each.
+    rows (List[int]): Rows of each attribute's hash table.
+    window_size (int): Neighbours on each side that each maxout layer sees.
+    depth (int): Number of maxout window layers (each with a residual connection).
+    maxout_pieces (int): Pieces of each maxout unit in the window layers.
+    """
+    if len(rows) != len(attrs):
+        raise ValueError(f"CasingFeatures: {len(attrs)} attrs but {len(rows)} rows")
+    embed = MultiHashEmbed(width, attrs, rows, include_static_vectors=False)
+    encode = MaxoutWindowEncoder(width, window_size, maxout_pieces, depth)
+    return casing_features(embed, encode)
 
 
 @registry.architectures("spacy_bert_ner.TransformerListener.v1")

@@ -103,7 +103,9 @@ def model_card_meta(
     config = load_config(model_path / "config.cfg", interpolate=False)
     encoder = str(config["components"]["transformer"]["model"]["name"])
     component = config["components"].get("bert_ner", {})
-    has_features = bool(component.get("model", {}).get("features"))
+    # An empty [model.features] section (as in configs/bert_ner.cfg) means the default features;
+    # `features = null`, or a model without the slot (TokenClassifier.v1), means none.
+    has_features = component.get("model", {}).get("features") is not None
     scheme = component.get("scheme", "BIO")
     labels: List[str] = list(meta.get("labels", {}).get("bert_ner", []))
     lowercases = encoder_lowercases(encoder)

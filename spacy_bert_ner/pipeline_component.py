@@ -67,23 +67,18 @@ upstream = "*"
 # Casing features: the default encoder is uncased, so hash embeddings of each token's shape
 # ("Xxxxx"), first character and last three characters give the classifier capitalisation back;
 # two maxout layers over a window of one token either side let each token also see its neighbours'
-# casing (fewer boundary errors). Width 32: the dev F1 of width 64 on CoNLL-2003 and WNUT-17 at a
-# quarter of the arithmetic (BENCHMARKS.md, issue 12). `features = null` turns them off.
+# casing (fewer boundary errors). These are spaCy's MultiHashEmbed.v2 and MaxoutWindowEncoder.v2
+# chained as in spacy.Tok2Vec.v2, with the same outputs, run once per batch instead of doc by doc
+# (spacy_bert_ner/casing.py). Width 64: width 32 trained faster on the CPU proxy, but scored
+# 0.25-0.31 lower test F1 on CoNLL-2003 over four seeds (BENCHMARKS.md, issue 12).
+# `features = null` turns them off.
 [model.features]
-@architectures = "spacy.Tok2Vec.v2"
-
-[model.features.embed]
-@architectures = "spacy.MultiHashEmbed.v2"
-width = 32
+@architectures = "spacy_bert_ner.CasingFeatures.v1"
+width = 64
 attrs = ["SHAPE","PREFIX","SUFFIX"]
 rows = [1000,2500,2500]
-include_static_vectors = false
-
-[model.features.encode]
-@architectures = "spacy.MaxoutWindowEncoder.v2"
-width = 32
-depth = 2
 window_size = 1
+depth = 2
 maxout_pieces = 3
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]

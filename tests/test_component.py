@@ -552,7 +552,7 @@ def test_casing_features_see_capitalisation(trained, tiny_bert):
     """The tiny BERT lowercases its input, like the embedded MiniLM: only the casing features can
     tell "Paris" from "paris"."""
     model = trained.nlp.get_pipe("bert_ner").model
-    assert model.get_ref("features").name.startswith("extract_features")  # MultiHashEmbed >> ...
+    assert model.get_ref("features").name == "casing_features"
     lower = tag_probs(trained.nlp, "john smith visited paris .")
     upper = tag_probs(trained.nlp, "John Smith visited Paris .")
     assert not numpy.allclose(lower, upper)
@@ -576,7 +576,15 @@ def test_casing_window_sees_the_neighbours(trained, tiny_bert):
     assert not numpy.allclose(lower, upper)
 
     fix_random_seed(0)
-    embed_only = {"components.bert_ner.model.features": DEFAULT_MODEL["features"]["embed"]}
+    embed_only = {
+        "components.bert_ner.model.features": {
+            "@architectures": "spacy.MultiHashEmbed.v2",
+            "width": 32,
+            "attrs": ["SHAPE", "PREFIX", "SUFFIX"],
+            "rows": [1000, 2500, 2500],
+            "include_static_vectors": False,
+        }
+    }
     nlp = build_nlp(tiny_bert, overrides=embed_only)
     nlp.initialize(lambda: make_examples(nlp, 10, 0))
     lower = tag_probs(nlp, text)[visited]
@@ -621,14 +629,13 @@ def test_project_config_model_settings_can_be_overridden(tiny_bert):
         overrides={
             "components.bert_ner.model.hidden_width": 16,
             "components.bert_ner.model.tok2vec.pooling.@layers": "reduce_first.v1",
-            "components.bert_ner.model.features.embed.width": 48,
+            "components.bert_ner.model.features.width": 48,
         },
     )
     model = nlp.config["components"]["bert_ner"]["model"]
     assert model["hidden_width"] == 16
     assert model["tok2vec"]["pooling"] == {"@layers": "reduce_first.v1"}
-    assert model["features"]["embed"] == {**DEFAULT_MODEL["features"]["embed"], "width": 48}
-    assert model["features"]["encode"] == DEFAULT_MODEL["features"]["encode"]
+    assert model["features"] == {**DEFAULT_MODEL["features"], "width": 48}
     assert model["tok2vec"]["@architectures"] == DEFAULT_MODEL["tok2vec"]["@architectures"]
     layers = [node.name for node in nlp.get_pipe("bert_ner").model.walk()]
     assert "relu" in layers  # the hidden layer was built

@@ -115,6 +115,22 @@ def test_model_card_meta_and_readme(uncased_encoder: str, tmp_path: Path) -> Non
     assert "`LOC`, `PER`" in readme
 
 
+def test_model_card_says_when_there_are_no_casing_features(uncased_encoder: str, tmp_path: Path):
+    """An empty features section is the default features; `features = null` is none."""
+    model = write_model(tmp_path / "model-best", uncased_encoder)
+    config = (model / "config.cfg").read_text()
+    section = "[components.bert_ner.model.features]\n"
+    assert section in config
+    (model / "config.cfg").write_text(
+        config.replace(section, "").replace(
+            "[components.bert_ner.model]\n", "[components.bert_ner.model]\nfeatures = null\n"
+        )
+    )
+    meta = model_card_meta(model, TEST_SCORES, {}, name="n", version="1", data={}, device="CPU")
+    assert "this pipeline has no casing features" in meta["notes"]
+    assert "only through the casing features" not in meta["notes"]
+
+
 def test_hub_encoder_is_linked_and_cased_encoder_not_called_uncased(tmp_path: Path) -> None:
     model = write_model(tmp_path / "model-best", "bert-base-cased")
     meta = model_card_meta(

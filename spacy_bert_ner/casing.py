@@ -1,0 +1,102 @@
+"""The casing features, computed for the whole batch at once.
+
+The default encoder is uncased, so the classifier gets capitalisation back from spaCy's own tok2vec
+layers: hash embeddings of each token's SHAPE, PREFIX and SUFFIX (`spacy.MultiHashEmbed.v2`), then
+maxout layers over a window of neighbours (`spacy.MaxoutWindowEncoder.v2`), chained as
+`spacy.Tok2Vec.v2` does. Built that way, the layers handle the batch doc by doc in three places:
+the features are read and copied to the device one doc at a time, and the window encoder pads each
+doc with arrays of zeros of its own before joining them, forward and backward (on a GPU: a
+host-to-device copy and several small allocations per doc; profiling inference on an H100 over
+5,000 sentences put the allocations alone at a fifth of the time, BENCHMARKS.md).
+
+`casing_features` runs the same layers (built in the same order by `CasingFeatures.v1`, so the
+same seed gives the same weights) on the batch: the features of all docs are read into one array
+and copied once, and the window encoder's padded input is made with one scatter into a zeroed
+array (one gather back). Its outputs and gradients are those of `spacy.Tok2Vec.v2` with the same
+layers (tests/test_casing.py checks both).
+"""
+
+from typing import Callable, List, Optional, Sequence, Tuple, Union, cast
+
+import numpy
+from spacy.tokens import Doc, Span
+from thinc.api import Model
+from thinc.types import Floats2d, Ints1d, Ints2d
+
+
+def casing_features(embed: Model, encode: Model) -> Model[List[Doc], List[Floats2d]]:
+    """`chain(embed, encode)`, run batch-wise: `embed` as `spacy.MultiHashEmbed.v2` builds it
+    (without static vectors), `encode` as `spacy.MaxoutWindowEncoder.v2` does."""
+    model: Model[List[Doc], List[Floats2d]] = Model(
+        "casing_features",
+        _forward,
+        init=_init,
+        layers=[embed, encode],
+        dims={"nO": encode.get_dim("nO")},
+        attrs={"columns": embed.layers[0].attrs["columns"], "pad": encode.attrs["pad"]},
+    )
+    model.set_ref("embed", embed)
+    model.set_ref("encode", encode)
+    return model
+
+
+def _init(
+    model: Model[List[Doc], List[Floats2d]], X: Optional[Sequence[Doc]] = None, Y: None = None
+) -> None:
+    # As `chain(embed, encode)` initializes: each layer on the previous one's output.
+    embed, encode = model.layers
+    embed.initialize(X=X)
+    encode.initialize(X=embed.predict(X) if X is not None else None)
+
+
+def _forward(
+    model: Model[List[Doc], List[Floats2d]], docs: List[Doc], is_train: bool
+) -> Tuple[List[Floats2d], Callable]:
+    embed, encode = model.layers
+    # MultiHashEmbed.v2 is extract_features >> list2ragged >> with_array(embeddings) >>
+    # with_array(maxout) >> ragged2list; on one array, only the middle two do anything.
+    embeddings, mix = embed.layers[2].layers[0], embed.layers[3].layers[0]
+    window = encode.layers[0]  # MaxoutWindowEncoder.v2 is with_array(window, pad=pad)
+    width = model.get_dim("nO")
+    lengths = numpy.asarray([len(doc) for doc in docs], dtype="int32")
+    n_tokens = int(lengths.sum())
+    if not n_tokens:
+        return [model.ops.alloc2f(0, width) for _ in docs], lambda dYs: []
+
+    ids = model.ops.asarray2i(_read_features(docs, model.attrs["columns"]), dtype="uint64")
+    embedded, backprop_embeddings = embeddings(ids, is_train)
+    mixed, backprop_mix = mix(embedded, is_train)
+    # Each non-empty doc is preceded by `pad` rows of zeros, and the last one followed by them:
+    # the array thinc's `ops.flatten(docs, pad=pad)` builds, made in one scatter.
+    pad = model.attrs["pad"]
+    filled = lengths[lengths > 0]
+    rows = model.ops.asarray1i(
+        numpy.arange(n_tokens) + pad * numpy.repeat(numpy.arange(1, len(filled) + 1), filled)
+    )
+    padded_shape = (n_tokens + pad * (len(filled) + 1), width)
+    padded = model.ops.alloc2f(*padded_shape)
+    padded[rows] = mixed
+    encoded, backprop_window = window(padded, is_train)
+    outputs = model.ops.unflatten(encoded[rows], cast(Ints1d, lengths))
+
+    def backprop(d_outputs: List[Floats2d]) -> List[Ints2d]:
+        d_padded = model.ops.alloc2f(*padded_shape)
+        d_padded[rows] = model.ops.flatten(d_outputs)
+        d_mixed = backprop_window(d_padded)[rows]
+        backprop_embeddings(backprop_mix(d_mixed))
+        return []
+
+    return outputs, backprop
+
+
+def _read_features(docs: List[Doc], columns: List[Union[str, int]]) -> Ints2d:
+    """Every token's feature hashes, one row per token of the batch, as spaCy's FeatureExtractor
+    reads them doc by doc."""
+    arrays = []
+    for doc in docs:
+        if isinstance(doc, Span):
+            values = doc.doc.to_array(columns)[doc.start : doc.end]
+        else:
+            values = doc.to_array(columns)
+        arrays.append(values.reshape((len(doc), len(columns))))
+    return cast(Ints2d, numpy.concatenate(arrays).astype("uint64", copy=False))
