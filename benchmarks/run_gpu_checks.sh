@@ -6,6 +6,9 @@
 #
 # PIPELINE: a trained pipeline directory whose ../../corpus/dev.spacy exists (the dev F1 checks);
 # ENCODER_DIR: a Hugging Face encoder directory (e.g. MiniLM) for the training-throughput runs.
+# A PIPELINE trained before spacy_bert_ner.CasingFeatures.v1 names spaCy's casing layers, which run
+# doc by doc: replace that block of its config.cfg as the README says (same weights, same entities)
+# to measure this release's inference.
 # Results: OUT_DIR (default benchmarks/results/gpu). On the device tool's machine, set up as
 # ../shared/gpu/README.md says first; the whole script takes about 8 minutes on an H100.
 set -uo pipefail
