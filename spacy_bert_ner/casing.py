@@ -19,7 +19,7 @@ layers (tests/test_casing.py checks both).
 from typing import Callable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy
-from spacy.tokens import Doc, Span
+from spacy.tokens import Doc
 from thinc.api import Model
 from thinc.types import Floats2d, Ints1d, Ints2d
 
@@ -33,7 +33,6 @@ def casing_features(embed: Model, encode: Model) -> Model[List[Doc], List[Floats
         init=_init,
         layers=[embed, encode],
         dims={"nO": encode.get_dim("nO")},
-        attrs={"columns": embed.layers[0].attrs["columns"], "pad": encode.attrs["pad"]},
     )
     model.set_ref("embed", embed)
     model.set_ref("encode", encode)
@@ -54,21 +53,21 @@ def _forward(
 ) -> Tuple[List[Floats2d], Callable]:
     embed, encode = model.layers
     # MultiHashEmbed.v2 is extract_features >> list2ragged >> with_array(embeddings) >>
-    # with_array(maxout) >> ragged2list; on one array, only the middle two do anything.
-    embeddings, mix = embed.layers[2].layers[0], embed.layers[3].layers[0]
-    window = encode.layers[0]  # MaxoutWindowEncoder.v2 is with_array(window, pad=pad)
+    # with_array(maxout) >> ragged2list: the features are read here with extract_features'
+    # columns, and on one array only the middle two layers do anything.
+    extract, embeddings, mix = embed.layers[0], embed.layers[2].layers[0], embed.layers[3].layers[0]
+    window, pad = encode.layers[0], encode.attrs["pad"]  # MaxoutWindowEncoder.v2: with_array(pad=)
     width = model.get_dim("nO")
     lengths = numpy.asarray([len(doc) for doc in docs], dtype="int32")
     n_tokens = int(lengths.sum())
     if not n_tokens:
         return [model.ops.alloc2f(0, width) for _ in docs], lambda dYs: []
 
-    ids = model.ops.asarray2i(_read_features(docs, model.attrs["columns"]), dtype="uint64")
+    ids = model.ops.asarray2i(_read_features(docs, extract.attrs["columns"]), dtype="uint64")
     embedded, backprop_embeddings = embeddings(ids, is_train)
     mixed, backprop_mix = mix(embedded, is_train)
     # Each non-empty doc is preceded by `pad` rows of zeros, and the last one followed by them:
     # the array thinc's `ops.flatten(docs, pad=pad)` builds, made in one scatter.
-    pad = model.attrs["pad"]
     filled = lengths[lengths > 0]
     rows = model.ops.asarray1i(
         numpy.arange(n_tokens) + pad * numpy.repeat(numpy.arange(1, len(filled) + 1), filled)
@@ -92,11 +91,5 @@ def _forward(
 def _read_features(docs: List[Doc], columns: List[Union[str, int]]) -> Ints2d:
     """Every token's feature hashes, one row per token of the batch, as spaCy's FeatureExtractor
     reads them doc by doc."""
-    arrays = []
-    for doc in docs:
-        if isinstance(doc, Span):
-            values = doc.doc.to_array(columns)[doc.start : doc.end]
-        else:
-            values = doc.to_array(columns)
-        arrays.append(values.reshape((len(doc), len(columns))))
+    arrays = [doc.to_array(columns).reshape((len(doc), len(columns))) for doc in docs]
     return cast(Ints2d, numpy.concatenate(arrays).astype("uint64", copy=False))
