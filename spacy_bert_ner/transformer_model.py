@@ -107,8 +107,8 @@ def forward(
 def align_word_pieces(spans: List[Span], offset_mapping: Ints3d) -> Ragged:
     """`spacy_transformers.align.get_alignment_via_offset_mapping`: for each token of the spans'
     docs (numbered by `doc_offsets`), the indices of the word pieces that overlap
-    it in the batch's flattened (padded) word pieces, in array operations instead of a dict of
-    every token and a set per token.
+    it in the batch's flattened (padded) word pieces, in array operations over the whole batch
+    instead of a dict of every token and a set per token.
 
     As spacy-transformers: a token owns its characters and the one after it (a following space),
     a later token taking a shared character; a word piece overlaps each token that owns one of
@@ -117,38 +117,48 @@ def align_word_pieces(spans: List[Span], offset_mapping: Ints3d) -> Ragged:
     if len(spans) != len(offset_mapping):
         raise ValueError("Cannot align batches of different sizes.")
     offsets, n_tokens = doc_offsets(spans)
-    chars: Dict[int, numpy.ndarray] = {}
-    positions: List[numpy.ndarray] = []
-    pieces: List[numpy.ndarray] = []
-    wp_start = 0
-    for span, span_offsets in zip(spans, offset_mapping):
-        doc = span.doc
-        if id(doc) not in chars:
-            chars[id(doc)] = doc.to_array([IDX, LENGTH]).astype("int64").reshape(-1, 2)
-        wp_offsets = numpy.asarray(span_offsets, dtype="int64").reshape(-1, 2)
-        if len(span):
-            token_chars = chars[id(doc)][span.start : span.end]
-            starts = token_chars[:, 0] - token_chars[0, 0]
-            ends = starts + token_chars[:, 1]  # the character after the token, owned too
-            # Each word piece's characters within the span's text (and the one after it).
-            first = numpy.clip(wp_offsets[:, 0], 0, ends[-1] + 1)
-            n_chars = numpy.maximum(numpy.clip(wp_offsets[:, 1], 0, ends[-1] + 1) - first, 0)
-            piece = numpy.repeat(numpy.arange(len(wp_offsets)), n_chars)
-            char = numpy.arange(len(piece)) - numpy.repeat(numpy.cumsum(n_chars) - n_chars, n_chars)
-            char += numpy.repeat(first, n_chars)
-            # The owner of a character: the last token starting at or before it, if it reaches it.
-            token = numpy.searchsorted(starts, char, side="right") - 1
-            owned = (token >= 0) & (char <= ends[numpy.maximum(token, 0)])
-            positions.append(offsets[id(doc)] + span.start + token[owned])
-            pieces.append(wp_start + piece[owned])
-        wp_start += len(wp_offsets)
-    if positions:
-        # Sort and deduplicate (token, piece) pairs: a token seen by overlapping spans once.
-        pairs = numpy.unique(numpy.concatenate(positions) * wp_start + numpy.concatenate(pieces))
-        lengths = numpy.bincount(pairs // wp_start, minlength=n_tokens)
-        flat = pairs % wp_start
-    else:
-        lengths, flat = numpy.zeros(n_tokens, dtype="int64"), numpy.zeros(0, dtype="int64")
+    if not spans or not n_tokens:
+        return Ragged(numpy.zeros(0, dtype="i"), numpy.zeros(n_tokens, dtype="i"))
+    # (IDX, LENGTH) of every token of the batch's docs, numbered as `doc_offsets` numbers them.
+    docs = {id(span.doc): span.doc for span in spans}
+    token_chars = numpy.concatenate(
+        [doc.to_array([IDX, LENGTH]).reshape(-1, 2) for doc in docs.values()]
+    ).astype("int64")
+    # The tokens of every span, one after the other: their numbers and the characters they own
+    # within their span's text (from their first character to the one after them).
+    span_lengths = numpy.asarray([len(span) for span in spans], dtype="int64")
+    span_firsts = numpy.asarray([offsets[id(span.doc)] + span.start for span in spans], "int64")
+    span_of_token = numpy.repeat(numpy.arange(len(spans)), span_lengths)
+    token = numpy.arange(len(span_of_token)) + numpy.repeat(
+        span_firsts - (numpy.cumsum(span_lengths) - span_lengths), span_lengths
+    )
+    starts = token_chars[token, 0] - token_chars[span_firsts, 0][span_of_token]
+    ends = starts + token_chars[token, 1]
+    # Each span's characters, 0 to the end of its last token, get a range of their own on one
+    # axis (`base`), so that one search finds the owner of every character of the batch.
+    span_ends = numpy.zeros(len(spans), dtype="int64")
+    span_ends[span_lengths > 0] = ends[numpy.cumsum(span_lengths)[span_lengths > 0] - 1]
+    widths = numpy.where(span_lengths > 0, span_ends + 1, 0)
+    base = numpy.cumsum(widths) - widths
+    # Each word piece's characters within its span's text (and the one after it).
+    wp_offsets = numpy.asarray(offset_mapping, dtype="int64").reshape(len(spans), -1, 2)
+    n_pieces = wp_offsets.shape[1]
+    limit = span_ends[:, None] + 1
+    first = numpy.clip(wp_offsets[:, :, 0], 0, limit)
+    n_chars = numpy.maximum(numpy.clip(wp_offsets[:, :, 1], 0, limit) - first, 0)
+    n_chars[span_lengths == 0] = 0
+    first, n_chars = first.ravel(), n_chars.ravel()
+    piece = numpy.repeat(numpy.arange(len(n_chars)), n_chars)
+    char = numpy.arange(len(piece)) - numpy.repeat(numpy.cumsum(n_chars) - n_chars, n_chars)
+    char += numpy.repeat(first + base.repeat(n_pieces), n_chars)
+    # The owner of a character: the last token starting at or before it, if it reaches it.
+    owner = numpy.searchsorted(starts + base[span_of_token], char, side="right") - 1
+    owned = char <= ends[owner] + base[span_of_token[owner]]
+    # Sort and deduplicate (token, piece) pairs: a token seen by overlapping spans once.
+    n_all = len(n_chars)
+    pairs = numpy.unique(token[owner[owned]] * n_all + piece[owned])
+    lengths = numpy.bincount(pairs // n_all, minlength=n_tokens)
+    flat = pairs % n_all
     return Ragged(cast(Ints1d, flat.astype("i")), cast(Ints1d, lengths.astype("i")))
 
 

@@ -51,7 +51,7 @@ def test_split_by_doc_equals_spacy_transformers(pipeline_path: Path) -> None:
 
 def test_align_word_pieces_equals_spacy_transformers(tiny_bert: str) -> None:
     """The same alignment as spacy-transformers' `get_alignment_via_offset_mapping` for
-    overlapping windows, the same doc twice, whitespace and control-character tokens (no word
+    overlapping windows, the same doc twice, an empty doc, whitespace and control-character tokens (no word
     piece), tokens without a space between them, words split into several pieces, accents and
     emoji, a doc made from words, and random texts."""
     import random
@@ -79,6 +79,7 @@ def test_align_word_pieces_equals_spacy_transformers(tiny_bert: str) -> None:
     docs = [nlp.make_doc(text) for text in texts]
     docs.append(Doc(nlp.vocab, words=["paris", " ", "x", "y"], spaces=[False, True, False, False]))
     docs.append(docs[0])
+    docs.insert(3, nlp.make_doc(""))  # no spans
 
     def both_alignments(spans):
         encoding = tokenizer(
@@ -91,7 +92,8 @@ def test_align_word_pieces_equals_spacy_transformers(tiny_bert: str) -> None:
         return align_word_pieces(spans, offsets), get_alignment_via_offset_mapping(spans, offsets)
 
     # All docs in one batch, and one doc at a time.
-    batches = [get_strided_spans(docs, 16, 12)] + [get_strided_spans([d], 16, 12) for d in docs[:8]]
+    batches = [get_strided_spans(docs, 16, 12)]
+    batches += [get_strided_spans([d], 16, 12) for d in docs[:8] if len(d)]
     for nested in batches:
         ours, theirs = both_alignments([span for doc_spans in nested for span in doc_spans])
         assert ours.lengths.tolist() == theirs.lengths.tolist()
