@@ -51,9 +51,9 @@ def test_split_by_doc_equals_spacy_transformers(pipeline_path: Path) -> None:
 
 def test_align_word_pieces_equals_spacy_transformers(tiny_bert: str) -> None:
     """The same alignment as spacy-transformers' `get_alignment_via_offset_mapping` for
-    overlapping windows, the same doc twice, an empty doc, whitespace and control-character tokens (no word
-    piece), tokens without a space between them, words split into several pieces, accents and
-    emoji, a doc made from words, and random texts."""
+    overlapping windows, the same doc twice, an empty doc, whitespace and control-character
+    tokens (no word piece), tokens without a space between them, words split into several
+    pieces, accents and emoji, a doc made from words, and random texts."""
     import random
 
     from spacy.tokens import Doc
