@@ -103,3 +103,26 @@ def test_align_word_pieces_equals_spacy_transformers(tiny_bert: str) -> None:
     assert (ours.lengths == 0).any() and (ours.lengths > 2).any()
     with pytest.raises(ValueError, match="different sizes"):
         align_word_pieces(list(batches[0][0]) * 2, numpy.zeros((1, 4, 2), dtype="int64"))
+
+
+def test_tokenize_equals_spacy_transformers(tiny_bert: str) -> None:
+    """The same encoding as spacy-transformers' `huggingface_tokenize` (word-piece strings
+    included, which are read from the fast tokenizer's encodings instead of converted from ids),
+    for padding, unknown characters, special tokens written in the text, accents and emoji; a slow
+    tokenizer goes through spacy-transformers' function."""
+    from spacy_transformers.layers.transformer_model import huggingface_tokenize
+    from transformers import AutoTokenizer
+
+    from spacy_bert_ner.transformer_model import tokenize
+
+    texts = [TEXT, "a", "[PAD] and [SEP] [UNK] in text", "Zürich 😀 naïve \u2fff x\u0301", ""]
+    for use_fast in (True, False):
+        tokenizer = AutoTokenizer.from_pretrained(tiny_bert, use_fast=use_fast)
+        ours, theirs = tokenize(tokenizer, texts), huggingface_tokenize(tokenizer, texts)
+        assert ours.keys() == theirs.keys()
+        for key in theirs:
+            if isinstance(theirs[key], numpy.ndarray):
+                numpy.testing.assert_array_equal(ours[key], theirs[key])
+            else:
+                assert ours[key] == theirs[key], key
+        assert "[PAD]" in ours["input_texts"][1]  # padded
