@@ -147,35 +147,17 @@ def _pipe_records(
 
 @contextlib.contextmanager
 def worker_threads(n_process: int) -> Iterator[None]:
-    """Torch threads of `nlp.pipe`'s worker processes. A forked child whose parent already used
-    OpenMP (GNU libgomp) hangs forever in its first multi-threaded torch operation, so forked
-    workers run one thread each; spawned workers import torch afresh and read OMP_NUM_THREADS,
-    set here to share the cores between them."""
-    global _FORK_THREADS
+    """Torch threads of `nlp.pipe`'s worker processes: spawned workers import torch afresh and
+    read OMP_NUM_THREADS, set here to share the cores between them (forked ones run one thread
+    each: `inference._after_fork_in_child`)."""
     if n_process <= 1:
         yield
         return
     threads = str(max(1, (os.cpu_count() or 1) // n_process))
     saved = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = saved or threads
-    _FORK_THREADS = 1
     try:
         yield
     finally:
-        _FORK_THREADS = None
         if saved is None:
             del os.environ["OMP_NUM_THREADS"]
-
-
-_FORK_THREADS: Optional[int] = None
-
-
-def _set_threads_after_fork() -> None:
-    if _FORK_THREADS is not None:
-        import torch
-
-        torch.set_num_threads(_FORK_THREADS)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_set_threads_after_fork)

@@ -23,14 +23,19 @@ from thinc.api import get_current_ops
 _PREDICT_LOCK = threading.Lock()
 
 
-def _new_predict_lock() -> None:
-    """A forked child starts with a free lock, even if a parent thread held it at the fork."""
+def _after_fork_in_child() -> None:
+    """A forked child (`nlp.pipe(texts, n_process=N)` on Linux) starts with a free prediction
+    lock, even if a parent thread held it at the fork, and runs one torch thread: once the parent
+    has used OpenMP's thread pool (loading or running a pipeline does), GNU libgomp hangs forever
+    in a forked child's first multi-threaded operation. Spawned children import torch afresh and
+    keep their threads."""
     global _PREDICT_LOCK
     _PREDICT_LOCK = threading.Lock()
+    torch.set_num_threads(1)
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_predict_lock)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def predict_lock() -> threading.Lock:

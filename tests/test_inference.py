@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 import spacy
 import torch
 from synthetic import make_sentences
@@ -123,3 +124,41 @@ def test_load_batches_more_on_a_gpu(pipeline_path: Path, monkeypatch) -> None:
     on_gpu = inference.load(pipeline_path)
     assert batching(on_gpu) == (inference.GPU_BATCH_SIZE, inference.GPU_MAX_BATCH_ITEMS)
     assert batching(on_gpu) == (2048, 4096)
+
+
+FORKED_PIPE_SCRIPT = """
+import json, multiprocessing, sys
+
+import spacy, torch
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("fork", force=True)
+    pipeline, texts = sys.argv[1], json.loads(sys.argv[2])
+    torch.set_num_threads(2)
+    nlp = spacy.load(pipeline)
+    single = [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
+    forked = nlp.pipe(texts, n_process=2, batch_size=4)
+    assert [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in forked] == single
+    print("same", sum(map(len, single)))
+"""
+
+
+def test_forked_n_process_from_python(pipeline_path: Path, tmp_path: Path) -> None:
+    """`nlp.pipe(texts, n_process=2)` with forked workers, after the parent used torch's threads
+    (GNU libgomp hung in the workers' first multi-threaded operation; a hang fails after the
+    timeout), gives the single process's entities."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(FORKED_PIPE_SCRIPT, encoding="utf8")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    args = [sys.executable, str(script), str(pipeline_path), json.dumps(texts(16))]
+    try:
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("nlp.pipe(n_process=2) with forked workers hung")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("same ")
