@@ -159,6 +159,17 @@ def make_bert_ner(
     )
 
 
+# The settings a BertNER takes from its config each time it is built or loaded (not saved with it).
+RUN_TIME_SETTINGS = (
+    "decoder",
+    "outside_bias",
+    "label_smoothing",
+    "teacher_weight",
+    "overwrite_ents",
+    "spans_key",
+)
+
+
 class BertNER(TrainablePipe):
     """Token-classification NER: a softmax over tags per token, decoded into `doc.ents`."""
 
@@ -192,6 +203,41 @@ class BertNER(TrainablePipe):
         self.teacher_weight = check_teacher_weight(teacher_weight)
         self.overwrite_ents = overwrite_ents
         self.spans_key = spans_key
+        self._built_with = self._run_time_settings()
+
+    def _run_time_settings(self) -> Dict[str, Any]:
+        return {name: getattr(self, name) for name in RUN_TIME_SETTINGS}
+
+    def _warn_unsaved_settings(self) -> None:
+        """Warn when a run-time setting was changed on the object after it was built: the change
+        is not saved, since a loaded pipeline takes these settings from its config."""
+        changed = {
+            name: value
+            for name, value in self._run_time_settings().items()
+            if value != self._built_with[name]
+        }
+        if not changed:
+            return
+        now = ", ".join(f"{name} = {value!r}" for name, value in changed.items())
+        config = ", ".join(f"{name} = {self._built_with[name]!r}" for name in changed)
+        override = ", ".join(f'"{name}": {value!r}' for name, value in changed.items())
+        warnings.warn(
+            f"[bert_ner] '{self.name}' has {now}, set after the pipeline was built and not saved "
+            f"with it: a loaded pipeline takes its run-time settings from its config, which says "
+            f"{config}. To save them, put them in the config: load with spacy.load(path, "
+            f'config={{"components": {{"{self.name}": {{{override}}}}}}}) and save that pipeline.',
+            stacklevel=3,
+        )
+
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
+        """Save the trained model; run-time settings are the config's (`_warn_unsaved_settings`)."""
+        self._warn_unsaved_settings()
+        super().to_disk(path, exclude=exclude)
+
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        """Save the trained model as bytes; see `to_disk`."""
+        self._warn_unsaved_settings()
+        return super().to_bytes(exclude=exclude)
 
     @property
     def labels(self) -> Tuple[str, ...]:

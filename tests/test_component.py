@@ -639,3 +639,25 @@ def test_project_config_model_settings_can_be_overridden(tiny_bert):
     assert model["tok2vec"]["@architectures"] == DEFAULT_MODEL["tok2vec"]["@architectures"]
     layers = [node.name for node in nlp.get_pipe("bert_ner").model.walk()]
     assert "relu" in layers  # the hidden layer was built
+
+
+def test_settings_set_on_the_object_warn_on_save(pipeline_path: Path, tmp_path: Path) -> None:
+    """Run-time settings come from the config each time a pipeline is loaded: one changed on the
+    object (`ner.outside_bias = 5.0`) is not saved, and saving says so, with the config override
+    that saves it, which is kept."""
+    nlp = spacy.load(pipeline_path)
+    ner = nlp.get_pipe("bert_ner")
+    ner.overwrite_ents, ner.outside_bias = False, 5.0
+    with pytest.warns(UserWarning, match=r"outside_bias = 5\.0, overwrite_ents = False.*not saved"):
+        nlp.to_disk(tmp_path / "changed")
+    with pytest.warns(UserWarning, match="not saved"):
+        ner.to_bytes()
+    loaded = spacy.load(tmp_path / "changed").get_pipe("bert_ner")
+    assert (loaded.overwrite_ents, loaded.outside_bias) == (True, 0.0)
+    config = {"components": {"bert_ner": {"overwrite_ents": False, "outside_bias": 5.0}}}
+    nlp = spacy.load(pipeline_path, config=config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nlp.to_disk(tmp_path / "configured")
+    loaded = spacy.load(tmp_path / "configured").get_pipe("bert_ner")
+    assert (loaded.overwrite_ents, loaded.outside_bias) == (False, 5.0)
