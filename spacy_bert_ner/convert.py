@@ -249,15 +249,26 @@ def conll_to_docs(
 
 
 def _parse_spans(path: Path, line: int, record: Dict[str, Any]) -> List[Tuple[int, int, str]]:
-    """Character spans from {"spans": [{"start", "end", "label"}]} or {"label": [[s, e, l]]}."""
-    if "spans" in record:
-        raw = record["spans"]
+    """Character spans from {"spans": [{"start", "end", "label"}]}, doccano's {"label": [[s, e,
+    l]]} or {"entities": [{"start_offset", "end_offset", "label"}]} (newer doccano exports; "start"
+    and "end" are read too, as `annotate` writes them); a record has at most one of the three."""
+    keys = [key for key in ("spans", "label", "entities") if key in record]
+    if len(keys) > 1:
+        raise ConversionError(
+            path,
+            line,
+            f"the record has both {keys[0]!r} and {keys[1]!r}: give its entities under one key, "
+            "so that none are left out.",
+        )
+    if "spans" in record or "entities" in record:
+        key = keys[0]
+        raw = record[key]
         if not isinstance(raw, list) or not all(isinstance(s, dict) for s in raw):
-            raise ConversionError(path, line, '"spans" must be a list of objects.')
+            raise ConversionError(path, line, f'"{key}" must be a list of objects.')
         try:
-            spans = [(s["start"], s["end"], s["label"]) for s in raw]
+            spans = [_object_span(span, key) for span in raw]
         except KeyError as err:
-            raise ConversionError(path, line, f"a span lacks the key {err}.") from None
+            raise ConversionError(path, line, f'a span in "{key}" lacks the key {err}.') from None
     elif "label" in record:
         raw = record["label"]
         if not isinstance(raw, list) or not all(isinstance(s, list) and len(s) == 3 for s in raw):
@@ -290,6 +301,14 @@ def _parse_spans(path: Path, line: int, record: Dict[str, Any]) -> List[Tuple[in
                 f"{record['text'][start:end]!r}; fix its offsets.",
             )
     return sorted(spans)
+
+
+def _object_span(span: Dict[str, Any], key: str) -> Tuple[Any, Any, Any]:
+    """(start, end, label) of a span object: doccano's "entities" name the offsets
+    "start_offset" and "end_offset", "spans" (and `annotate`'s "entities") "start" and "end"."""
+    if key == "entities" and "start_offset" in span:
+        return span["start_offset"], span["end_offset"], span["label"]
+    return span["start"], span["end"], span["label"]
 
 
 def _record_to_doc(

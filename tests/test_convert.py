@@ -198,6 +198,12 @@ JSONL_RECORDS = [
     },
     {"text": "Acme Corp grew.", "label": [[0, 9, "ORG"]], "meta": {"id": 7}},
     {"text": "Nothing here."},
+    # Newer doccano exports, and `annotate`'s output (extra keys are ignored).
+    {
+        "text": "Ann Lee left.",
+        "entities": [{"id": 3, "start_offset": 0, "end_offset": 7, "label": "PER"}],
+    },
+    {"text": "In Oslo.", "entities": [{"start": 3, "end": 7, "label": "LOC", "score": 0.9}]},
 ]
 
 
@@ -209,10 +215,12 @@ def test_jsonl_both_span_variants(tmp_path, nlp):
         [("John Smith", "PER"), ("New York", "LOC")],
         [("Acme Corp", "ORG")],
         [],
+        [("Ann Lee", "PER")],
+        [("Oslo", "LOC")],
     ]
     # Every token is annotated (O outside entities), so a doc with no spans teaches "no entity".
     assert all(doc.has_annotation("ENT_IOB") for doc in docs)
-    assert (stats.docs, stats.entities) == (3, {"PER": 1, "LOC": 1, "ORG": 1})
+    assert (stats.docs, stats.entities) == (5, {"PER": 2, "LOC": 2, "ORG": 1})
 
 
 @pytest.mark.parametrize(
@@ -222,6 +230,15 @@ def test_jsonl_both_span_variants(tmp_path, nlp):
         ('{"spans": []}', r'bad.jsonl:2: expected a JSON object with a string "text"'),
         ('["text"]', r'bad.jsonl:2: expected a JSON object with a string "text"'),
         ('{"text": "New York", "spans": [{"start": 0, "label": "LOC"}]}', r"lacks the key 'end'"),
+        (
+            '{"text": "New York", "entities": [{"start_offset": 0, "label": "LOC"}]}',
+            r"bad.jsonl:2: a span in \"entities\" lacks the key 'end_offset'",
+        ),
+        (
+            '{"text": "New York", "spans": [], "label": [[0, 8, "LOC"]]}',
+            r"bad.jsonl:2: the record has both 'spans' and 'label'",
+        ),
+        ('{"text": "New York", "entities": {"0": 1}}', r'"entities" must be a list of objects'),
         ('{"text": "New York", "label": [[0, 30, "LOC"]]}', r"ends past the text"),
         ('{"text": "New York", "label": [[3, 3, "LOC"]]}', r"needs 0 <= start < end"),
         (
