@@ -65,6 +65,13 @@ def convert_cli(
     lang: str = typer.Option("en", "--lang", "-l", help="Language of the tokenizer for JSONL"),
 ) -> None:
     """Convert annotated data (CoNLL-2003 style columns or JSONL spans) to a spaCy DocBin."""
+    if output_path.suffix != ".spacy":
+        fail(
+            ValueError(
+                f"{output_path}: the output needs the .spacy suffix, since spaCy's corpus reader "
+                "(spacy train, spacy.Corpus) reads only .spacy files."
+            )
+        )
     try:
         docbin, stats = convert(
             input_path,

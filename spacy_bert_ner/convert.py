@@ -21,7 +21,7 @@ CONLL_SCHEMES = ("auto", "iob1", "iob2")
 DOCSTART = "-DOCSTART-"
 # Column layouts by count: 2 = WNUT-17 (word tag), 4 = CoNLL-2003 (word POS chunk tag).
 CONLL_LAYOUTS = {2: "word tag", 4: "word POS chunk tag"}
-TAG_PATTERN = re.compile(r"^(O|[BI]-[^\s-][^\s]*)$")
+TAG_PATTERN = re.compile(r"^(O|[BI]-[^\s-](?:\S*[^\s-])?)$")
 
 
 class ConversionError(ValueError):
@@ -384,6 +384,8 @@ def convert(
     repair: bool = False,
 ) -> Tuple[DocBin, ConversionStats]:
     """Read one annotated file into a DocBin, with statistics of what was read."""
+    if n_sents < 0:
+        raise ValueError(f"--n-sents must be 0 (whole documents) or more, not {n_sents}.")
     stats = ConversionStats()
     file_format = detect_format(input_path) if file_format == "auto" else file_format
     docs: Iterable[Doc]

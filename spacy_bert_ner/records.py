@@ -128,7 +128,8 @@ class AnnotateOptions:
         if ignored:
             other = next(e for e in ENGINES if e != engine)
             raise AnnotateError(
-                f"{', '.join(ignored)} only apply to --engine {other}, not --engine {engine}: "
+                f"{', '.join(ignored)} only {'applies' if len(ignored) == 1 else 'apply'} to "
+                f"--engine {other}, not --engine {engine}: "
                 "drop them or change the engine."
             )
         if self.quantized and (self.gpu_id >= 0 or self.gpus_per_actor > 0):

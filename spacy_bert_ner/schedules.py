@@ -124,11 +124,16 @@ def epochs_for_corpus(
             f"min_epochs={min_epochs}, max_epochs={max_epochs}."
         )
     n_batches = batches_per_epoch(corpus, batcher, lang)
-    chosen = max(min_epochs, min(max_epochs, math.ceil(min_steps / n_batches)))
-    _announce(
-        f"Epochs: {chosen} ({n_batches} batches per epoch; at least {min_steps} updates, "
-        f"{min_epochs} to {max_epochs} epochs)"
+    needed = math.ceil(min_steps / n_batches)
+    chosen = max(min_epochs, min(max_epochs, needed))
+    why = (
+        f"max_epochs = {max_epochs} caps the {needed} epochs that {min_steps} updates need"
+        if needed > max_epochs
+        else f"min_epochs = {min_epochs}"
+        if needed < min_epochs
+        else f"enough for min_steps = {min_steps} updates"
     )
+    _announce(f"Epochs: {chosen} of {n_batches} batches = {chosen * n_batches} updates ({why})")
     return chosen
 
 

@@ -335,10 +335,10 @@ def test_scores_read_from_the_components_spans_key(pipeline_path, tmp_path):
 @pytest.mark.parametrize(
     "options,expected",
     [
-        (["--output-format", "parquet"], "--output-format only apply to --engine ray"),
-        (["--num-actors", "3"], "--num-actors only apply to --engine ray"),
-        (["--engine", "ray", "--n-process", "2"], "--n-process only apply to --engine local"),
-        (["--engine", "ray", "--gpu-id", "0"], "--gpu-id only apply to --engine local"),
+        (["--output-format", "parquet"], "--output-format only applies to --engine ray"),
+        (["--num-actors", "3"], "--num-actors only applies to --engine ray"),
+        (["--engine", "ray", "--n-process", "2"], "--n-process only applies to --engine local"),
+        (["--engine", "ray", "--gpu-id", "0"], "--gpu-id only applies to --engine local"),
         (["--quantize", "--gpu-id", "0"], "--quantize is for CPU inference"),
         (["--engine", "ray", "--gpu-id", "-1", "--n-process", "1", "--batch-size", "0"], "must be"),
     ],

@@ -274,3 +274,23 @@ def test_cli_prints_counts_and_fails_cleanly(tmp_path):
     assert result.exit_code == 1
     assert "bad.txt:2: invalid tag 'Q-PER'" in result.output
     assert not (tmp_path / "b.spacy").exists()
+
+
+def test_cli_refuses_odd_settings(tmp_path):
+    """A negative --n-sents, an output spaCy's corpus reader would not read (not .spacy) and a tag
+    whose label ends in a hyphen stop with a reason, writing nothing."""
+    runner = CliRunner()
+    source = str(write(tmp_path, "a.txt", IOB2))
+    result = runner.invoke(app, ["convert", source, str(tmp_path / "a.spacy"), "--n-sents", "-1"])
+    assert (
+        result.exit_code == 1 and "--n-sents must be 0 (whole documents) or more" in result.output
+    )
+    result = runner.invoke(app, ["convert", source, str(tmp_path / "a.txt.out")])
+    assert result.exit_code == 1 and "needs the .spacy suffix" in result.output
+    assert not (tmp_path / "a.spacy").exists() and not (tmp_path / "a.txt.out").exists()
+    bad = write(tmp_path, "bad.txt", "A O\nB B-FOO-\n")
+    with pytest.raises(ConversionError, match=r"bad.txt:2: invalid tag 'B-FOO-'"):
+        convert(bad, spacy.blank("en"))
+    hyphenated = write(tmp_path, "ok.txt", "Dune B-creative-work\n")
+    docbin, _ = convert(hyphenated, spacy.blank("en"))
+    assert ents_of(docbin.get_docs(spacy.blank("en").vocab)) == [[("Dune", "creative-work")]]

@@ -209,3 +209,23 @@ def test_optimizer_built_outside_spacy_train_gets_a_constant_rate(tiny_bert):
     optimizer = nlp.create_optimizer()
     assert optimizer.learn_rate == pytest.approx(1e-4)
     assert learning_rates(optimizer)[:5] == [pytest.approx(1e-4)] * 5
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({}, "Epochs: 30 of 5 batches = 150 updates (max_epochs = 30 caps the 200 epochs"),
+        ({"training.max_epochs.min_steps": 100}, "Epochs: 20 of 5 batches = 100 updates (enough"),
+        ({"training.max_epochs.min_steps": 1}, "Epochs: 4 of 5 batches = 20 updates (min_epochs"),
+    ],
+)
+def test_epochs_message_says_which_rule_decided(corpora, monkeypatch, overrides, message):
+    """The run length is announced with its updates and the rule that set it, so a capped run
+    does not read as if it made min_steps updates."""
+    from spacy_bert_ner import schedules
+
+    said: List[str] = []
+    monkeypatch.setattr(schedules, "_announce", said.append)
+    settings = {"paths.train": str(corpora["train40"]), "training.batcher": BY_SEQUENCE}
+    resolve_training({**settings, **overrides})
+    assert any(text.startswith(message) for text in said), said
