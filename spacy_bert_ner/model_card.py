@@ -95,6 +95,10 @@ def model_card_meta(
     device (str): what `spacy evaluate` ran on, for the speed (`describe_device`).
     dev_scores (Dict): `spacy evaluate`'s JSON on dev, if there is one.
     """
+    # An absolute path is this machine's: the card names the file.
+    data = {
+        split: Path(path).name if Path(path).is_absolute() else path for split, path in data.items()
+    }
     meta = read_json_object(model_path / "meta.json", "the pipeline's meta.json")
     if not (model_path / "config.cfg").is_file():
         raise FileNotFoundError(
@@ -227,8 +231,9 @@ def _notes(
     lines += [
         '- No nested or overlapping entities: one tag per token, so "Bank of England" cannot '
         'also hold the location "England".',
-        "- Trained on English news (CoNLL-2003 by default): expect lower accuracy on other "
-        "domains (social media, biomedical text), other languages and other entity schemes.",
+        f"- Trained on {data.get('train', 'its train data')} only: expect lower accuracy on text "
+        "unlike it (other domains, such as social media or biomedical text, other languages) "
+        "and on other entity schemes.",
         "- The confidences are the mean probability of an entity's tags: useful for ranking, not "
         "calibrated probabilities (see the training report's reliability diagram).",
     ]

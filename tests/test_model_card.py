@@ -107,12 +107,28 @@ def test_model_card_meta_and_readme(uncased_encoder: str, tmp_path: Path) -> Non
     assert "```bash\npython -m spacy train configs/bert_ner.cfg --output training" in notes
     assert "only through the casing features" in notes
     assert "No nested or overlapping entities" in notes
-    assert "English news" in notes
+    assert "Trained on data/train.txt only" in notes and "English news" not in notes
 
     readme = generate_readme(meta)  # what `spacy package` writes as the package's README
     assert readme.startswith(meta["description"])
     assert "### Test scores per type" in readme and "### Known limits" in readme
     assert "`LOC`, `PER`" in readme
+
+
+def test_model_card_names_data_files_without_local_folders(uncased_encoder: str, tmp_path: Path):
+    """An absolute data path is this machine's: the card names the file (a relative one, as the
+    project's vars give it, stays)."""
+    model = write_model(tmp_path / "model-best", uncased_encoder)
+    data = {"train": str(tmp_path / "tweets_train.jsonl"), "test": "data/test.txt"}
+    meta = model_card_meta(
+        model, TEST_SCORES, log(), name="n", version="1", data=data, device="CPU"
+    )
+    assert meta["sources"][1:] == [
+        {"name": "train data: tweets_train.jsonl"},
+        {"name": "test data: data/test.txt"},
+    ]
+    assert str(tmp_path / "tweets_train.jsonl") not in json.dumps(meta)
+    assert "Trained on tweets_train.jsonl only" in meta["notes"]
 
 
 def test_model_card_says_when_there_are_no_casing_features(uncased_encoder: str, tmp_path: Path):
