@@ -261,3 +261,24 @@ def test_analyze_cli_names_a_bad_file(pipeline_path: Path, tmp_path: Path) -> No
     result = CliRunner().invoke(app, ["analyze", str(pipeline_path), str(bad), str(tmp_path)])
     assert result.exit_code == 1
     assert f"{bad}: not a readable spaCy DocBin" in result.output
+
+
+def test_analyze_warns_about_gold_labels_the_pipeline_does_not_predict(
+    pipeline_path: Path, tmp_path: Path
+) -> None:
+    """Gold data in another label scheme scores 0 with no hint why; analyze names the labels."""
+    nlp = spacy.load(pipeline_path)
+    doc = nlp.make_doc("Ann Lee met Bob in Oslo .")
+    doc.ents = [Span(doc, 0, 2, label="PERSON"), Span(doc, 3, 4, label="PERSON")]
+    data = tmp_path / "dev.spacy"
+    DocBin(docs=[doc]).to_disk(data)
+    result = CliRunner().invoke(app, ["analyze", str(pipeline_path), str(data), str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # wasabi wraps long lines
+    assert "gold labels the pipeline does not predict: PERSON (2)" in said
+    known = nlp.make_doc("Ann Lee met Bob .")
+    label = nlp.get_pipe("bert_ner").labels[0]
+    known.ents = [Span(known, 0, 2, label=label)]
+    DocBin(docs=[known]).to_disk(data)
+    result = CliRunner().invoke(app, ["analyze", str(pipeline_path), str(data), str(tmp_path)])
+    assert result.exit_code == 0 and "does not predict" not in result.output

@@ -2,7 +2,7 @@
 kind with examples in context, each predicted entity's confidence and whether it was right, saved
 as errors.json (which the training report draws) beside the errors page."""
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -35,6 +35,7 @@ def analyze(
     and `output_dir`/errors.html (`errors_html`), print the analysis and return it. Raises
     ValueError, naming the file, for gold data that cannot be read."""
     gold_docs = read_gold_docs(data_path, nlp, n_sents, scheme=scheme, repair=repair)
+    _warn_unpredicted_labels(nlp, gold_docs, data_path)
     msg.info(f"Predicting {len(gold_docs)} docs from {data_path}")
     pred_docs = predict_corpus(nlp, gold_docs, batch_size=batch_size)
     report = compare(gold_docs, pred_docs)
@@ -48,6 +49,30 @@ def analyze(
     print_analysis(analysis)
     msg.good(f"Saved {output_dir / 'errors.json'} and {output_dir / 'errors.html'}")
     return analysis
+
+
+# Components whose labels are entity labels (spaCy's own, and this package's).
+ENTITY_FACTORIES = ("bert_ner", "ner", "beam_ner", "entity_ruler", "span_ruler")
+
+
+def _warn_unpredicted_labels(nlp: Language, gold_docs: Sequence[Doc], data_path: Path) -> None:
+    """Warn about gold labels no entity component of the pipeline predicts: each of their
+    entities can only be missed (the gold data may use another scheme, e.g. PERSON for PER)."""
+    predicted = {
+        label
+        for name, labels in nlp.pipe_labels.items()
+        if nlp.get_pipe_meta(name).factory in ENTITY_FACTORIES
+        for label in labels
+    }
+    gold = Counter(ent.label_ for doc in gold_docs for ent in doc.ents)
+    unknown = {label: n for label, n in sorted(gold.items()) if label not in predicted}
+    if predicted and unknown:
+        counts = ", ".join(f"{label} ({n})" for label, n in unknown.items())
+        msg.warn(
+            f"{data_path}: gold labels the pipeline does not predict: {counts}. Every such "
+            f"entity counts as missed. The pipeline predicts {', '.join(sorted(predicted))}; "
+            "check that the gold data uses the same labels."
+        )
 
 
 def _marked(sentence: Span, spans: Sequence[EntitySpan]) -> str:
