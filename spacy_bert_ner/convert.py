@@ -260,8 +260,8 @@ def _parse_spans(path: Path, line: int, record: Dict[str, Any]) -> List[Tuple[in
             f"the record has both {keys[0]!r} and {keys[1]!r}: give its entities under one key, "
             "so that none are left out.",
         )
-    if "spans" in record or "entities" in record:
-        key = keys[0]
+    key = keys[0] if keys else None
+    if key in ("spans", "entities"):
         raw = record[key]
         if not isinstance(raw, list) or not all(isinstance(s, dict) for s in raw):
             raise ConversionError(path, line, f'"{key}" must be a list of objects.')
@@ -269,7 +269,7 @@ def _parse_spans(path: Path, line: int, record: Dict[str, Any]) -> List[Tuple[in
             spans = [_object_span(span, key) for span in raw]
         except KeyError as err:
             raise ConversionError(path, line, f'a span in "{key}" lacks the key {err}.') from None
-    elif "label" in record:
+    elif key == "label":
         raw = record["label"]
         if not isinstance(raw, list) or not all(isinstance(s, list) and len(s) == 3 for s in raw):
             raise ConversionError(path, line, '"label" must be a list of [start, end, label].')

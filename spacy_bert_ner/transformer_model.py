@@ -153,16 +153,17 @@ def align_word_pieces(spans: List[Span], offset_mapping: Ints3d) -> Ragged:
     # within their span's text (from their first character to the one after them).
     span_lengths = numpy.asarray([len(span) for span in spans], dtype="int64")
     span_firsts = numpy.asarray([offsets[id(span.doc)] + span.start for span in spans], "int64")
+    span_stops = numpy.cumsum(span_lengths)  # where each span's tokens end in `token`
     span_of_token = numpy.repeat(numpy.arange(len(spans)), span_lengths)
     token = numpy.arange(len(span_of_token)) + numpy.repeat(
-        span_firsts - (numpy.cumsum(span_lengths) - span_lengths), span_lengths
+        span_firsts - (span_stops - span_lengths), span_lengths
     )
     starts = token_chars[token, 0] - token_chars[span_firsts, 0][span_of_token]
     ends = starts + token_chars[token, 1]
     # Each span's characters, 0 to the end of its last token, get a range of their own on one
     # axis (`base`), so that one search finds the owner of every character of the batch.
     span_ends = numpy.zeros(len(spans), dtype="int64")
-    span_ends[span_lengths > 0] = ends[numpy.cumsum(span_lengths)[span_lengths > 0] - 1]
+    span_ends[span_lengths > 0] = ends[span_stops[span_lengths > 0] - 1]
     widths = numpy.where(span_lengths > 0, span_ends + 1, 0)
     base = numpy.cumsum(widths) - widths
     # Each word piece's characters within its span's text (and the one after it).
