@@ -23,7 +23,7 @@ import torch
 import typer
 from spacy.tokens import DocBin
 from spacy.training import Example
-from spacy.util import load_config, load_model_from_config, registry
+from spacy.util import fix_random_seed, load_config, load_model_from_config, registry
 
 from spacy_bert_ner.convert import conll_to_docs
 
@@ -41,6 +41,7 @@ def main(
     seed: int = typer.Option(0),
 ) -> None:
     """Train the project config with the tiny BERT on CoNLL-2003 and save it for inference_speed."""
+    fix_random_seed(seed)  # the classifier's and casing features' initial weights, and dropout
     (output / "encoder").mkdir(parents=True, exist_ok=True)
     encoder = tiny_bert(output / "encoder")
     config = load_config(
