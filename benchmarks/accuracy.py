@@ -1,18 +1,19 @@
 """Accuracy benchmark: bert_ner vs spaCy's transition `ner` vs the Hugging Face recipe, on the same
 encoder, splits and epoch budget, scored by one conlleval-style scorer (spacy_bert_ner.scorer).
 
-One system on one dataset per run, saved as JSON, so that runs can be spread over sessions:
+One system on one dataset per run, saved as JSON in work/results/accuracy/ (git-ignored), so that
+runs can be spread over sessions; benchmarks/project.yml names the runs of each claim:
 
-    python benchmarks/accuracy.py run bert_ner conll2003      # ours, configs/bert_ner.cfg
-    python benchmarks/accuracy.py run spacy_ner conll2003     # benchmarks/configs/spacy_ner.cfg
-    python benchmarks/accuracy.py run hf conll2003            # benchmarks/hf_recipe.py
-    python benchmarks/accuracy.py table --write BENCHMARKS.md
+    python accuracy.py run bert_ner conll2003      # ours, configs/bert_ner.cfg
+    python accuracy.py run spacy_ner conll2003     # benchmarks/configs/spacy_ner.cfg
+    python accuracy.py run hf conll2003            # benchmarks/hf_recipe.py
+    python accuracy.py evaluate MODEL conll2003 --name NAME --n-sents 1
 
-`bash benchmarks/run_accuracy.sh` runs all six (3 systems x CoNLL-2003, WNUT-17) in turn.
-Variants of ours (for the ablations) take `--name`, `--config`, `--n-sents` and `--set key=value`.
+Variants of ours take `--name`, `--config`, `--n-sents` and `--set key=value`.
 """
 
 import json
+import os
 import platform
 import sys
 import time
@@ -39,8 +40,7 @@ from spacy_bert_ner.schedules import batches_per_epoch
 from spacy_bert_ner.scorer import EntitySpan, doc_spans, score_spans
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from md_tables import replace_block  # noqa: E402  (benchmarks/md_tables.py)
+RESULTS = ROOT / "benchmarks" / "work" / "results" / "accuracy"
 
 SYSTEMS = {
     "bert_ner": ROOT / "configs" / "bert_ner.cfg",
@@ -55,7 +55,6 @@ DATASETS = {
 }
 SPLITS = ("train", "dev", "test")
 WARMUP_RATIO = 0.1
-TABLE_START, TABLE_END = "<!-- accuracy:start -->", "<!-- accuracy:end -->"
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -250,6 +249,7 @@ def machine() -> Dict[str, Any]:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
@@ -286,7 +286,7 @@ def run(
     encoder: str = typer.Option(EMBEDDED_ENCODER, help="Encoder name or directory"),
     data_dir: Path = typer.Option(ROOT.parent / "shared" / "data", help="Holds the datasets"),
     work_dir: Path = typer.Option(ROOT / "benchmarks" / "work", help="Corpora and models"),
-    results_dir: Path = typer.Option(ROOT / "benchmarks" / "results" / "accuracy"),
+    results_dir: Path = typer.Option(RESULTS, help="Where the result JSON goes"),
     limit: int = typer.Option(0, help="Use only the first N sentences of each split (smoke test)"),
     train_limit: int = typer.Option(0, help="Train on the first N training sentences only"),
     gpu_id: int = typer.Option(-1, help="GPU id, or -1 for CPU"),
@@ -338,7 +338,7 @@ def evaluate(
     epochs: int = typer.Option(3, help="Epochs the model was trained for"),
     train_seconds: int = typer.Option(0, help="Training time, when measured elsewhere"),
     data_dir: Path = typer.Option(ROOT.parent / "shared" / "data", help="Holds the datasets"),
-    results_dir: Path = typer.Option(ROOT / "benchmarks" / "results" / "accuracy"),
+    results_dir: Path = typer.Option(RESULTS, help="Where the result JSON goes"),
     gpu_id: int = typer.Option(-1, help="GPU id, or -1 for CPU"),
     ensemble_with: List[Path] = typer.Option(
         [], help="More bert_ner pipelines: score the mean of their probabilities (repeatable)"
@@ -376,7 +376,7 @@ def save_result(
     result = {
         **info,
         "limit": limit,
-        "command": " ".join(["python", "benchmarks/accuracy.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "accuracy.py", *sys.argv[1:]]),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine(),
         "dev": score_spans([doc_spans(d) for d in gold["dev"]], dev_spans),
@@ -389,49 +389,6 @@ def save_result(
         f"{result['dataset']} {result['name']}: dev F1 {result['dev']['f']:.2f}, "
         f"test F1 {result['test']['f']:.2f} (train {info['train_seconds']} s) -> {out}"
     )
-
-
-def load_results(results_dir: Path) -> List[Dict[str, Any]]:
-    return [srsly.read_json(p) for p in sorted(results_dir.glob("*.json"))]
-
-
-def markdown_table(results: List[Dict[str, Any]]) -> str:
-    """One row per dataset and system: dev and test P/R/F, test F1 per type, training time."""
-    lines = []
-    for dataset in DATASETS:
-        rows = [r for r in results if r["dataset"] == dataset]
-        if not rows:
-            continue
-        types = sorted({t for r in rows for t in r["test"]["per_type"]})
-        lines += [
-            f"\n**{dataset}** (entity-level exact match, %; last model after {rows[0]['epochs']} "
-            "epochs)\n",
-            "| system | dev F1 | test P | test R | test F1 | "
-            + " | ".join(f"test {t}" for t in types)
-            + " | train min |",
-            "|---" * (6 + len(types)) + "|",
-        ]
-        for r in sorted(rows, key=lambda r: -r["dev"]["f"]):
-            per_type = [r["test"]["per_type"].get(t, {}).get("f", 0.0) for t in types]
-            lines.append(
-                f"| {r['name']} | {r['dev']['f']:.2f} | {r['test']['p']:.2f} | "
-                f"{r['test']['r']:.2f} | **{r['test']['f']:.2f}** | "
-                + " | ".join(f"{f:.2f}" for f in per_type)
-                + f" | {r['train_seconds'] / 60:.0f} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-@app.command("table")
-def table(
-    results_dir: Path = typer.Option(ROOT / "benchmarks" / "results" / "accuracy"),
-    write: Optional[Path] = typer.Option(None, help="Replace the table in this Markdown file"),
-) -> None:
-    """Print the results as a Markdown table (and write it into BENCHMARKS.md)."""
-    text = markdown_table(load_results(results_dir))
-    typer.echo(text)
-    if write:
-        replace_block(write, TABLE_START, TABLE_END, text)
 
 
 if __name__ == "__main__":

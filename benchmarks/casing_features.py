@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/casing_features.py
     python benchmarks/casing_features.py --gpu-id 0 \
-        --output benchmarks/results/gpu/casing_features_h100.json
+        --output benchmarks/work/gpu/casing_features_h100.json
 
 Both models are the factory's default casing features (the same weights, from the same seed, and
 the same outputs): `spacy.Tok2Vec.v2` over `spacy.MultiHashEmbed.v2` and
@@ -64,7 +64,7 @@ def timed(step: Callable[[List[Doc]], Any], batches: List[List[Doc]]) -> float:
 
 
 def main(
-    output: Path = typer.Option(ROOT / "benchmarks" / "results" / "casing_features_cpu.json"),
+    output: Path = typer.Option(ROOT / "benchmarks" / "work" / "results" / "casing_features.json"),
     data: Path = typer.Option(ROOT.parent / "shared" / "data" / "conll2003" / "dev.txt"),
     batch_size: int = typer.Option(512, help="Docs per batch (sentences)"),
     rounds: int = typer.Option(5, help="Alternating timed rounds (the best is kept)"),

@@ -2,7 +2,7 @@
 
     python benchmarks/inference_speed.py training/model-best --n-sents 10000
     python benchmarks/inference_speed.py training/model-best --gpu-id 0 \
-        --output benchmarks/results/inference_gpu.json
+        --output benchmarks/work/results/inference_gpu.json
 
 On a GPU (`--gpu-id`), the systems are GPU_SYSTEMS: ours as `spacy_bert_ner.load` gives it there
 (`inference.gpu_batching`), ours on the CPU (every core) as the fp32 reference the GPU's entities
@@ -49,6 +49,7 @@ CONFIG = Path(__file__).parent.parent / "configs" / "bert_ner.cfg"
 # The accuracy benchmark's spaCy ner peer: the same transformer and batching as CONFIG.
 SPACY_NER_CONFIG = Path(__file__).parent / "configs" / "spacy_ner.cfg"
 DATA = Path(__file__).parent.parent.parent / "shared" / "data" / "conll2003"
+OUTPUT = Path(__file__).parent / "work" / "results" / "inference_cpu.json"
 
 
 def sentences(n: int) -> List[str]:
@@ -276,7 +277,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per system (best kept)")
     parser.add_argument("--systems", help="default: SYSTEMS, or GPU_SYSTEMS with --gpu-id")
     parser.add_argument("--gpu-id", type=int, default=-1, help="GPU id, or -1 for the CPU")
-    parser.add_argument("--output", default="benchmarks/results/inference_cpu.json")
+    parser.add_argument("--output", default=str(OUTPUT))
     parser.add_argument("--system", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.system:

@@ -1,13 +1,12 @@
 """Out-of-domain check: a CoNLL-2003 model scored on WNUT-17 tweets, with WNUT's types mapped to
 CoNLL's (person -> PER, location -> LOC, corporation and group -> ORG).
 
-    python benchmarks/out_of_domain.py benchmarks/work/conll2003__bert_ner/training/model-last \
-        --name conll2003__bert_ner
+    python out_of_domain.py work/conll2003__default-s0/training/model-last --name default-s0
 
 WNUT's product and creative-work entities have no CoNLL type and are left out of the gold, and the
 model's MISC predictions are left out of its output, so the score is PER/LOC/ORG only: a prediction
 of PER, LOC or ORG on a product is a false positive, as it would be in use. One tweet per Doc, as
-users would call `nlp(tweet)`. Saved as JSON in benchmarks/results/out_of_domain/.
+users would call `nlp(tweet)`. Saved as JSON in work/results/out_of_domain/.
 """
 
 import json
@@ -50,7 +49,7 @@ def main(
     name: str = typer.Option(..., help="Result name"),
     split: str = typer.Option("test", help="WNUT-17 split: dev or test"),
     data_dir: Path = typer.Option(ROOT.parent / "shared" / "data", help="Holds the datasets"),
-    results_dir: Path = typer.Option(ROOT / "benchmarks" / "results" / "out_of_domain"),
+    results_dir: Path = typer.Option(ROOT / "benchmarks" / "work" / "results" / "out_of_domain"),
 ) -> None:
     """PER/LOC/ORG precision, recall and F1 of a CoNLL-2003 model on WNUT-17 tweets."""
     suffix = {"dev": "dev.conll", "test": "test.conll"}[split]
@@ -59,7 +58,8 @@ def main(
     predicted = [keep(d, {label: label for label in KEPT}) for d in predict_corpus(nlp, gold)]
     scores = score_docs(gold, predicted)
     result = {
-        "command": "python benchmarks/out_of_domain.py " + " ".join(sys.argv[1:]),
+        "command": "python out_of_domain.py " + " ".join(sys.argv[1:]),
+        "name": name,
         "model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else model.name,
         "data": f"wnut17/{suffix}, one tweet per Doc, {TO_CONLL}",
         "machine": machine(),

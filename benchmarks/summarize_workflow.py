@@ -54,9 +54,7 @@ def main(timings_path: str, output_path: str) -> None:
     config_path = Path("training/model-best/config.cfg")
     config = load_config(config_path, interpolate=False)
     summary: Dict[str, Any] = {
-        "command": " ".join(
-            ["bash benchmarks/run_own_data.sh", Path(output_path).stem, *sys.argv[3:]]
-        ),
+        "command": " ".join(["bash run_own_data.sh", Path(output_path).stem, *sys.argv[3:]]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"),
         "encoder": config["components"]["transformer"]["model"]["name"],

@@ -1,6 +1,6 @@
 """Training throughput: ours (`nlp.update` with the project config) vs a plain PyTorch loop.
 
-The CPU proxy of issue 12: with a tiny BERT (2 layers, width 64, the MiniLM tokenizer, random
+The CPU proxy: with a tiny BERT (2 layers, width 64, the MiniLM tokenizer, random
 weights) the encoder costs almost nothing, so words/s measures each framework's own per-step work,
 which is what is left over on a fast GPU. Both train on the same CoNLL-2003 training sentences:
 
@@ -12,15 +12,15 @@ which is what is left over on a fast GPU. Both train on the same CoNLL-2003 trai
 Both run in alternating timed rounds (the best round of each is kept), then cProfile over ours, to
 show where a step spends its time. One command, one JSON:
 
-    OMP_NUM_THREADS=1 python benchmarks/training_speed.py \
-        --output benchmarks/results/training_speed_cpu.json
+    python benchmarks/training_speed.py --threads 1 \
+        --output benchmarks/work/results/training_speed_cpu.json
 
 On a GPU, with the real encoder (ours and the plain loop both on the device, fp32; with
 `--mixed-precision`, ours with `mixed_precision = true` and the plain loop under the same fp16
 autocast and gradient scaling):
 
     python benchmarks/training_speed.py --gpu-id 0 --encoder /path/to/all-MiniLM-L6-v2 \
-        --output benchmarks/results/training_speed_gpu.json
+        --output benchmarks/work/results/training_speed_gpu.json
 """
 
 import cProfile
@@ -222,7 +222,9 @@ def top_functions(profiler: Any, n: int = 25, by: str = "cumulative_s") -> List[
 
 
 def main(
-    output: Path = typer.Option(ROOT / "benchmarks" / "results" / "training_speed_cpu.json"),
+    output: Path = typer.Option(
+        ROOT / "benchmarks" / "work" / "results" / "training_speed_cpu.json"
+    ),
     n_batches: int = typer.Option(60, help="Timed batches per system"),
     warmup: int = typer.Option(5, help="Untimed batches first"),
     rounds: int = typer.Option(3, help="Alternating timed rounds per system (the best is kept)"),
@@ -235,8 +237,11 @@ def main(
     without_features: bool = typer.Option(
         False, help="Also time ours without the casing features (what they cost a step)"
     ),
+    threads: int = typer.Option(0, help="torch threads (0: torch's default, one per core)"),
 ) -> None:
     """Words/s of ours and of the plain loop on the same sentences and encoder."""
+    if threads:
+        torch.set_num_threads(threads)
     docs = list(conll_to_docs(data, spacy.blank("en"), n_sents=10))[:200]
     device = "cpu"
     if gpu_id >= 0:

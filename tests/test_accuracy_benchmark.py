@@ -1,10 +1,12 @@
-"""benchmarks/accuracy.py on tiny data: three systems, one scorer, identical gold, one table."""
+"""The benchmarks project: accuracy.py on tiny data (three systems, one scorer, identical gold), the
+records (record.py) and BENCHMARKS.md generated from them (md_tables.py)."""
 
 import importlib.util
 import json
 import re
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Dict
 
 import pytest
 from spacy.tokens import DocBin
@@ -17,8 +19,9 @@ from spacy_bert_ner.distillation import TEACHER_KEY
 ROOT = Path(__file__).parent.parent
 
 
-def load_harness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("accuracy", ROOT / "benchmarks" / "accuracy.py")
+def load_script(name: str) -> ModuleType:
+    """A script of benchmarks/ (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -27,7 +30,7 @@ def load_harness() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def harness() -> ModuleType:
-    return load_harness()
+    return load_script("accuracy")
 
 
 def test_all_systems_on_the_same_gold(harness: ModuleType, tiny_bert: str, tmp_path: Path) -> None:
@@ -113,20 +116,85 @@ def test_all_systems_on_the_same_gold(harness: ModuleType, tiny_bert: str, tmp_p
     docs = list(DocBin().from_disk(corpus).get_docs(Vocab()))
     assert all(len(doc.user_data[TEACHER_KEY]["probs"]) == len(doc) for doc in docs)
 
-    page = tmp_path / "BENCHMARKS.md"
-    page.write_text(f"# Benchmarks\n{harness.TABLE_START}\nold\n{harness.TABLE_END}\nafter\n")
-    result = CliRunner().invoke(
-        harness.app, ["table", "--results-dir", str(results), "--write", str(page)]
-    )
-    assert result.exit_code == 0, result.output
-    text = page.read_text()
-    assert "old" not in text and text.endswith("after\n")
-    rows = [line for line in text.splitlines() if line.startswith("| ")]
-    assert sorted(row.split(" | ")[0][2:] for row in rows[1:]) == ["bert_ner", "hf", "spacy_ner"]
-    assert f"**{ours['test']['f']:.2f}**" in text
-
 
 def test_unknown_system_is_refused(harness: ModuleType) -> None:
     result = CliRunner().invoke(harness.app, ["run", "crf", "conll2003"])
     assert result.exit_code != 0
     assert "unknown system 'crf'" in result.output
+
+
+def test_benchmarks_page_is_generated_from_the_records() -> None:
+    """BENCHMARKS.md is what md_tables.py makes of benchmarks/results/ (after a new record:
+    `python -m spacy project run tables benchmarks`)."""
+    page = (ROOT / "BENCHMARKS.md").read_text(encoding="utf8")
+    assert page == load_script("md_tables").render()
+
+
+def accuracy_run(name: str, seed: int, dev: float, test: float, **extra: Any) -> Dict[str, Any]:
+    """A result of `accuracy.py run` (or, with `model`, `evaluate`), as much as record.py reads."""
+    settings = {"system.seed": seed} if seed else {}
+    return {
+        "name": name,
+        "dataset": "conll2003",
+        "system": "bert_ner",
+        "epochs": 4,
+        "n_sents": 10,
+        "settings": settings,
+        "train_seconds": 600,
+        "command": f"python accuracy.py run bert_ner conll2003 --name {name}",
+        "machine": {"processor": "x86_64", "gpu": None, "torch_threads": 1, "torch": "2.0"},
+        "dev": {"p": dev, "r": dev, "f": dev},
+        "test": {"p": test, "r": test, "f": test},
+        **extra,
+    }
+
+
+def test_record_pairs_each_seed_with_its_own_evaluations() -> None:
+    """An evaluation belongs to the run whose model it scored, not to a run whose name is a
+    prefix of it (default-s1 is not default-s1x's), and the means skip missing cells."""
+    record = load_script("record")
+    model = "work/conll2003__{}/training/model-last"
+    runs = [
+        accuracy_run("default-s1", 1, 94.0, 90.0),
+        accuracy_run("default-s1x", 2, 95.0, 91.0),
+        accuracy_run("s1x-one", 2, 93.0, 89.0, n_sents=1, model=model.format("default-s1x")),
+        accuracy_run("s1-docs", 1, 94.5, 90.5, n_sents=0, model=model.format("default-s1")),
+    ]
+    result = record.record("default-conll2003", runs)
+    assert result["seeds"] == [1, 2]
+    assert result["columns"][3:7] == [
+        "dev F1, one sentence per Doc",
+        "test F1, one sentence per Doc",
+        "dev F1, whole documents",
+        "test F1, whole documents",
+    ]
+    assert result["rows"] == [
+        [1, 94.0, 90.0, None, None, 94.5, 90.5, 10],
+        [2, 95.0, 91.0, 93.0, 89.0, None, None, 10],
+        ["mean", 94.5, 90.5, 93.0, 89.0, 94.5, 90.5, None],
+    ]
+    assert result["machine"] == ["x86_64, no GPU, 1 torch thread(s)"]
+    assert result["versions"] == {"torch": "2.0"}
+    # The page shows the record: its command, seeds and rows.
+    page = "\n".join(load_script("md_tables").section(result))
+    assert "`python -m spacy project run default-conll2003 benchmarks`" in page
+    assert "Seeds: 1, 2." in page
+    assert "| mean | 94.50 | 90.50 | 93.00 | 89.00 | 94.50 | 90.50 |  |" in page
+
+
+def test_benchmarks_project_calls_what_exists() -> None:
+    """Every script a command of benchmarks/project.yml runs is in benchmarks/, and every claim it
+    records is one record.py knows."""
+    from weasel.util import load_project_config
+
+    project = load_project_config(ROOT / "benchmarks")
+    claims = load_script("record").CLAIMS
+    for command in project["commands"]:
+        for line in command["script"]:
+            words = line.split()
+            if words[0] in ("python", "bash") and words[1].endswith((".py", ".sh")):
+                assert (ROOT / "benchmarks" / words[1]).is_file(), line
+            if words[1] == "record.py":
+                assert words[2] in claims, line
+    steps = {step for workflow in project["workflows"].values() for step in workflow}
+    assert steps <= {command["name"] for command in project["commands"]}
