@@ -1,4 +1,5 @@
-"""Registered model architectures: the token classifier head, and the transformer it listens to."""
+"""Registered model architectures: the token classifier head, its casing features, and the
+transformer it listens to. Superseded versions are in `legacy`."""
 
 from typing import Any, Callable, List, Optional, Tuple, Union, cast
 
@@ -15,7 +16,6 @@ from thinc.api import (
     chain,
     concatenate,
     with_array,
-    zero_init,
 )
 from thinc.types import Floats2d, FloatsXd, Ragged
 
@@ -25,62 +25,9 @@ from .encoders import resolve_encoder
 from .listener import FastTransformerListener, trfs2arrays
 from .transformer_model import FastTransformerModel
 
-# Standard deviation of the output layer's initial weights in TokenClassifier.v2: BERT's
+# Standard deviation of the output layer's initial weights (from TokenClassifier.v2): BERT's
 # `initializer_range`, as Hugging Face's token-classification head uses.
 OUTPUT_INIT_STD = 0.02
-
-
-@registry.architectures("spacy_bert_ner.TokenClassifier.v1")
-def build_token_classifier(
-    tok2vec: Model[List[Doc], List[Floats2d]],
-    hidden_width: int = 0,
-    nO: Optional[int] = None,
-) -> Model[List[Doc], List[Floats2d]]:
-    """Per-token tag probabilities: tok2vec -> dropout -> optional ReLU layer -> softmax.
-
-    Legacy: use `TokenClassifier.v2`. This version's zero-initialised output layer starves the
-    encoder of gradient at the start of fine-tuning, and it has no slot for extra token features.
-    It stays registered, unchanged, so that configs and trained pipelines that name it still load.
-
-    tok2vec (Model[List[Doc], List[Floats2d]]): One vector per spaCy token, usually a
-        `spacy-transformers.TransformerListener.v1` (word pieces pooled per token); any spaCy
-        tok2vec works.
-    hidden_width (int): Width of a hidden ReLU layer before the softmax; 0 for none, the classic
-        BERT recipe (a linear layer over the encoder's output).
-    nO (Optional[int]): Number of tags; inferred from the labels at initialization when None.
-    """
-    return _token_classifier(tok2vec, hidden_width, nO, init_W=zero_init)
-
-
-@registry.architectures("spacy_bert_ner.TokenClassifier.v2")
-def build_token_classifier_v2(
-    tok2vec: Model[List[Doc], List[Floats2d]],
-    features: Optional[Model[List[Doc], List[Floats2d]]] = None,
-    hidden_width: int = 0,
-    nO: Optional[int] = None,
-) -> Model[List[Doc], List[Floats2d]]:
-    """`TokenClassifier.v1` with extra token features concatenated to the tok2vec's vectors, and
-    the output layer initialised like BERT's (normal, std 0.02) rather than with zeros.
-
-    An uncased encoder (like the embedded MiniLM) lowercases its input, so capitalisation, a
-    strong NER cue, is lost; hash embeddings of the token's SHAPE, PREFIX and SUFFIX
-    (`spacy.MultiHashEmbed.v2`) feed it back to the classifier. A zero-initialised output layer
-    sends the encoder no gradient at first, and almost none for many steps (below Adam's epsilon):
-    on WNUT-17 such a model still found no entity on dev after 200 of its 384 steps, where the
-    random initialisation reached 49 F1 at step 128.
-
-    tok2vec (Model[List[Doc], List[Floats2d]]): As in v1, usually the transformer's listener.
-    features (Optional[Model[List[Doc], List[Floats2d]]]): Extra per-token vectors, or None.
-    hidden_width (int), nO (Optional[int]): As in v1.
-    """
-    inputs = tok2vec
-    if features is not None:
-        inputs = concatenate(_with_sized_empty_docs(tok2vec), features)
-    model = _token_classifier(inputs, hidden_width, nO, init_W=_normal_init)
-    model.set_ref("tok2vec", tok2vec)
-    if features is not None:
-        model.set_ref("features", features)
-    return model
 
 
 @registry.architectures("spacy_bert_ner.TokenClassifier.v3")
@@ -92,18 +39,40 @@ def build_token_classifier_v3(
     crf_rate_scale: float = 1.0,
     nO: Optional[int] = None,
 ) -> Model[List[Doc], List[Floats2d]]:
-    """`TokenClassifier.v2`, optionally with a linear-chain CRF over its tag probabilities.
+    """Per-token tag probabilities: tok2vec (+ features) -> dropout -> optional ReLU layer ->
+    softmax, optionally followed by a linear-chain CRF's transition scores.
+
+    An uncased encoder (like the embedded MiniLM) lowercases its input, so capitalisation, a
+    strong NER cue, is lost; extra token features (by default `CasingFeatures.v1`: hash
+    embeddings of the token's SHAPE, PREFIX and SUFFIX) concatenated to the tok2vec's vectors
+    give it back to the classifier. The output layer starts from normal(0, 0.02) weights, as
+    BERT's: a zero-initialised one (`TokenClassifier.v1`, in `legacy`) sends the encoder no
+    gradient at first, and almost none for many steps (below Adam's epsilon): on WNUT-17 such a
+    model still found no entity on dev after 200 of its 384 steps, where the random
+    initialisation reached 49 F1 at step 128.
 
     With `crf = true` the model also holds learned transition scores between tags
     (`crf.Transitions`): the component then trains with the CRF's sequence-level loss instead of
     per-token cross-entropy, and decodes with the transitions (`crf.py` has the details).
 
-    tok2vec, features, hidden_width, nO: As in v2.
-    crf (bool): Add the CRF's transitions (False: exactly `TokenClassifier.v2`).
+    tok2vec (Model[List[Doc], List[Floats2d]]): One vector per spaCy token, usually the
+        transformer's listener (`TransformerListener.v1`: word pieces pooled per token); any
+        spaCy tok2vec works.
+    features (Optional[Model[List[Doc], List[Floats2d]]]): Extra per-token vectors, or None.
+    hidden_width (int): Width of a hidden ReLU layer before the softmax; 0 for none, the classic
+        BERT recipe (a linear layer over the encoder's output).
+    crf (bool): Add the CRF's transitions (False: exactly `TokenClassifier.v2`'s model).
     crf_rate_scale (float): How many times faster than the classifier's output layer the
         transitions learn (1.0: at the same rate).
+    nO (Optional[int]): Number of tags; inferred from the labels at initialization when None.
     """
-    model = build_token_classifier_v2(tok2vec, features, hidden_width, nO)
+    inputs = tok2vec
+    if features is not None:
+        inputs = concatenate(_with_sized_empty_docs(tok2vec), features)
+    model = token_classifier(inputs, hidden_width, nO, init_W=_normal_init)
+    model.set_ref("tok2vec", tok2vec)
+    if features is not None:
+        model.set_ref("features", features)
     if not crf:
         return model
     transitions = Transitions(nO=nO, rate_scale=crf_rate_scale)
@@ -164,12 +133,14 @@ def build_transformer_listener(
     return model
 
 
-def _token_classifier(
+def token_classifier(
     tok2vec: Model[List[Doc], List[Floats2d]],
     hidden_width: int,
     nO: Optional[int],
     init_W: Callable,
 ) -> Model[List[Doc], List[Floats2d]]:
+    """tok2vec -> dropout -> optional ReLU layer -> softmax, with refs "tok2vec" and
+    "output_layer" (the model of every TokenClassifier version)."""
     output_layer = Softmax_v2(nO=nO, init_W=init_W)
     hidden: List[Model] = [Relu(nO=hidden_width), Dropout()] if hidden_width > 0 else []
     head: Model[List[Floats2d], List[Floats2d]] = with_array(
@@ -192,7 +163,20 @@ def _with_sized_empty_docs(
 ) -> Model[List[Doc], List[Floats2d]]:
     """Give an empty doc's output the tok2vec's width: the transformer listener returns a (0, 0)
     array for it, which `concatenate` cannot join with the features' (0, width) array."""
-    return Model("with_sized_empty_docs", _sized_empty_docs_forward, layers=[tok2vec])
+    return Model(
+        "with_sized_empty_docs",
+        _sized_empty_docs_forward,
+        init=_sized_empty_docs_init,
+        layers=[tok2vec],
+    )
+
+
+def _sized_empty_docs_init(
+    model: Model, X: Optional[List[Doc]] = None, Y: Optional[List[Floats2d]] = None
+) -> None:
+    # Initialize the tok2vec, as a `chain` around it would (a tok2vec with weights, like
+    # spacy.HashEmbedCNN.v2, needs it; the transformer's listener has none).
+    model.layers[0].initialize(X=X)
 
 
 def _sized_empty_docs_forward(

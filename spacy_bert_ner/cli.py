@@ -10,15 +10,21 @@ from spacy.tokens import DocBin
 from tqdm import tqdm
 from wasabi import msg
 
-from .annotate import annotate_model
-from .convert import ConversionStats, convert
+from .annotate import (
+    AnnotateError,
+    AnnotateOptions,
+    RecordError,
+    annotate_model,
+    annotate_on_ray,
+)
+from .checkpoints import NEAR_ZERO_F
+from .convert import SHARD_TOKENS, ConversionStats, convert_to_disk
 from .distillation import DistillError, add_teacher_targets
 from .evaluation.analysis import analyze
-from .model_card import package_meta
-from .ray_engine import annotate_on_ray
-from .records import AnnotateError, AnnotateOptions, RecordError
 from .runtime import SetupError, load_pipeline
-from .training_report import build_report
+from .workflow.model_card import package_meta
+from .workflow.packaging import PackagingError, package_pipeline
+from .workflow.report import build_report
 
 app = typer.Typer(name="spacy_bert_ner", no_args_is_help=True, add_completion=False)
 
@@ -56,36 +62,52 @@ def print_stats(stats: ConversionStats) -> None:
 
 @app.command("convert")
 def convert_cli(
-    input_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CoNLL or JSONL file"),
-    output_path: Path = typer.Argument(..., dir_okay=False, help="Output .spacy (DocBin) file"),
+    input_path: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="CoNLL or JSONL file (.gz too; a pipe works)"
+    ),
+    output_path: Path = typer.Argument(
+        ...,
+        help="A .spacy file (one DocBin, held in memory until written), or a path without "
+        "suffix: a directory of .spacy shards (00000.spacy, ...), written as they fill, in "
+        "memory that does not grow with the input; spaCy's corpus reader (spacy train, "
+        "spacy.Corpus) reads either. Written in full or not at all, replacing a previous one",
+    ),
     file_format: str = typer.Option("auto", "--format", "-f", help="auto, conll or jsonl"),
     scheme: str = typer.Option("auto", "--scheme", "-s", help="CoNLL tags: auto, iob1 or iob2"),
     n_sents: int = typer.Option(10, "--n-sents", "-n", help="Sentences per doc (0: whole doc)"),
     repair: bool = typer.Option(False, "--repair", help="Repair stray I- tags / misaligned spans"),
     lang: str = typer.Option("en", "--lang", "-l", help="Language of the tokenizer for JSONL"),
+    shard_size: int = typer.Option(
+        SHARD_TOKENS, "--shard-size", help="Tokens per .spacy shard of a directory output"
+    ),
 ) -> None:
-    """Convert annotated data (CoNLL-2003 style columns or JSONL spans) to a spaCy DocBin."""
-    if output_path.suffix != ".spacy":
-        fail(
-            ValueError(
-                f"{output_path}: the output needs the .spacy suffix, since spaCy's corpus reader "
-                "(spacy train, spacy.Corpus) reads only .spacy files."
-            )
-        )
+    """Convert annotated data (CoNLL-2003 style columns or JSONL spans) to spaCy's DocBin format:
+    one .spacy file, or for big data a directory of .spacy shards (bounded memory)."""
     try:
-        docbin, stats = convert(
+        stats = convert_to_disk(
             input_path,
+            output_path,
             spacy.blank(lang),
             file_format=file_format,
             scheme=scheme,
             n_sents=n_sents,
             repair=repair,
+            shard_tokens=shard_size,
         )
     except ValueError as err:  # ConversionError names the file and line
         fail(err)
-    write_output(output_path, docbin.to_disk)
+    except OSError as err:
+        fail(
+            OSError(
+                f"{output_path}: cannot write the output ({err.strerror or err}); choose a "
+                "writable path."
+            )
+        )
     print_stats(stats)
-    msg.good(f"Saved {stats.docs} docs to {output_path}")
+    for warning in stats.warnings:
+        msg.warn(warning)
+    shards = f" in {stats.files} .spacy files" if stats.files > 1 else ""
+    msg.good(f"Saved {stats.docs} docs to {output_path}{shards}")
 
 
 @app.command("package-meta")
@@ -128,6 +150,33 @@ def package_meta_cli(
         fail(err)
     write_output(output_path, lambda path: srsly.write_json(path, meta))
     msg.good(f"Saved meta and model card with scores from {metrics_path} to {output_path}")
+
+
+@app.command("package")
+def package_cli(
+    model_path: Path = typer.Argument(..., exists=True, file_okay=False, help="Trained pipeline"),
+    output_dir: Path = typer.Argument(..., file_okay=False, help="Directory of the packages"),
+    meta_path: Path = typer.Option(
+        ..., "--meta-path", exists=True, dir_okay=False, help="meta.json of `package-meta`"
+    ),
+    name: str = typer.Option(..., "--name", help="Package name without language prefix"),
+    version: str = typer.Option(..., "--version", help="Package version"),
+) -> None:
+    """Package the trained pipeline with spaCy's `package`, and this package's wheel beside it, so
+    that `pip install DIST/*.whl` is all another machine needs (packaging.py says why)."""
+    performance = srsly.read_json(meta_path).get("performance") or {}
+    if float(performance.get("ents_f") or 0.0) < NEAR_ZERO_F:
+        msg.fail(
+            f"This pipeline scores test entity F1 {100 * float(performance.get('ents_f') or 0):.2f}"
+            ": it finds (next to) no entities. Packaging it anyway; check the training data, "
+            "its labels and the run length (training/log.jsonl) before shipping it."
+        )
+    try:
+        wheels = package_pipeline(model_path, output_dir, meta_path, name=name, version=version)
+    except PackagingError as err:
+        fail(err)
+    msg.good("Install the pipeline on any machine (with its dependencies from PyPI) with:")
+    print(f"python -m pip install {wheels[0].parent}/*.whl")
 
 
 @app.command("report")
@@ -231,6 +280,8 @@ def annotate_cli(
         raise typer.Exit(1) from None
     except (AnnotateError, SetupError) as err:
         fail(err)
+    except OSError as err:  # one the engines did not put in words: still one line, with its path
+        fail(OSError(f"{err.filename or input_path}: {err.strerror or err}"))
     if stats.resumed_after_line:
         msg.info(f"Resumed after input line {stats.resumed_after_line}")
     for skipped in stats.skipped:

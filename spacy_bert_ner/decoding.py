@@ -12,8 +12,9 @@ import numpy
 SCHEMES: Dict[str, Tuple[str, ...]] = {"BIO": ("B", "I"), "BILUO": ("B", "I", "L", "U")}
 DECODERS = ("viterbi", "greedy")
 OUTSIDE = "O"
-# Probabilities are floored before taking logs: a zero becomes very unlikely, not impossible.
-_MIN_PROB = 1e-12
+# Probabilities are floored before taking logs, here and in the losses (`loss.log_probs`): a zero
+# becomes very unlikely, not impossible.
+MIN_PROB = 1e-12
 # Documents decoded together by `decode_batch`'s Viterbi (their padded scores are held at once).
 VITERBI_BATCH = 256
 
@@ -265,7 +266,7 @@ def decode_batch(
     doc_lengths = numpy.asarray(lengths, dtype="int64")
     ends = numpy.cumsum(doc_lengths)
     starts = ends - doc_lengths
-    log_probs = numpy.log(numpy.maximum(probs, _MIN_PROB))
+    log_probs = numpy.log(numpy.maximum(probs, MIN_PROB))
     if outside_bias:
         log_probs[:, list(tags).index(OUTSIDE)] -= outside_bias
     path = greedy(log_probs, constraints)

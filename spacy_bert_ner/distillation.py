@@ -16,8 +16,11 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import numpy
 from spacy.language import Language
 from spacy.tokens import Doc
+from spacy.training import Example
 from spacy.util import minibatch
 from thinc.api import to_numpy
+
+from .gold import char_spans
 
 # doc.user_data key: {"tags": [tag, ...], "probs": float16 array, one row per token}.
 TEACHER_KEY = "bert_ner.teacher"
@@ -129,3 +132,66 @@ def teacher_probs(reference: Doc, tags: Sequence[str], name: str) -> Optional[nu
             f"{len(probs)}: the doc was changed after `distill`. Make the targets again."
         )
     return probs
+
+
+def batch_teacher_rows(
+    examples: Sequence[Example], tags: Sequence[str], name: str
+) -> Optional[numpy.ndarray]:
+    """The teacher probabilities of every predicted token of the batch, the docs one after
+    another (`teacher_rows`; NaN rows where there are none), or None when no doc of the batch
+    carries them."""
+    rows = [teacher_rows(eg.predicted, eg.reference, tags, name) for eg in examples]
+    if all(r is None for r in rows):
+        return None
+    n_tags = len(tags)
+    return numpy.concatenate(
+        [
+            numpy.full((len(eg.predicted), n_tags), numpy.nan, dtype="float32") if r is None else r
+            for eg, r in zip(examples, rows)
+        ]
+    )
+
+
+def teacher_rows(
+    predicted: Doc, reference: Doc, tags: Sequence[str], name: str
+) -> Optional[numpy.ndarray]:
+    """The teacher probabilities of each predicted token, aligned by character offsets as
+    `gold` aligns the gold tags: a predicted token takes the rows of the reference token with its
+    exact span, NaN rows where there is none (or the texts differ). None when the reference
+    carries no teacher probabilities."""
+    probs = teacher_probs(reference, tags, name)
+    if probs is None:
+        return None
+    x_start, x_end = char_spans(predicted)
+    y_start, y_end = char_spans(reference)
+    if numpy.array_equal(x_start, y_start) and numpy.array_equal(x_end, y_end):
+        return probs
+    rows = numpy.full((len(predicted), len(tags)), numpy.nan, dtype="float32")
+    if predicted.text != reference.text or not len(reference):
+        return rows
+    j = numpy.minimum(numpy.searchsorted(y_start, x_start), len(reference) - 1)
+    same = (y_start[j] == x_start) & (y_end[j] == x_end)
+    rows[same] = probs[j[same]]
+    return rows
+
+
+def check_teacher_weight(value: float) -> float:
+    """`teacher_weight` as a float in [0, 1], or a clear error."""
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(
+            f"[bert_ner] teacher_weight must be in [0, 1], got {value}: 0 trains on the gold "
+            "tags alone, 0.5 on an even mix of gold tags and teacher probabilities."
+        )
+    return float(value)
+
+
+def check_teacher_targets(name: str, teacher_weight: float, examples: Iterable[Example]) -> None:
+    """Raise where a component with `teacher_weight` above 0 trains on docs of which none (among
+    `examples`) carries teacher probabilities."""
+    if not any(TEACHER_KEY in eg.reference.user_data for eg in examples):
+        raise ValueError(
+            f"[bert_ner] '{name}' has teacher_weight = {teacher_weight}, but the training docs "
+            "carry no teacher probabilities. Make them with `python -m spacy_bert_ner distill "
+            "TRAIN.spacy OUT.spacy TEACHER...` and train on OUT.spacy, or set "
+            "teacher_weight = 0.0."
+        )

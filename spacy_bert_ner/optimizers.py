@@ -1,25 +1,23 @@
 """Registered optimizers: Adam with a separate learning rate for the layers trained from scratch
 (and, in v2, a learning rate that decays from the encoder's top layer down), which updates all of
-a model's parameters at once, with thinc's Adam arithmetic in torch's fused AdamW kernel.
+a model's parameters at once (`update_all`), with thinc's Adam arithmetic computed by torch over
+all the tensors together (`multi_tensor`).
 """
 
 import re
 from collections import defaultdict
-from typing import Any, Dict, List, Sequence, Tuple, Union, cast
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
-import numpy
 import torch
 from spacy.util import registry
 from thinc.api import Model, Optimizer, PyTorchShim
 from thinc.optimizers import FloatOrSeq, KeyT
-from thinc.types import ArrayXd, FloatsXd
+from thinc.types import FloatsXd
+
+from .multi_tensor import adam_step, clip_gradients, lerp_, scale_, shared_tensor, xp_view, zero_
 
 # One parameter for `HeadScaledAdam.update_all`: its optimizer key, its weights and its gradient.
 TorchParam = Tuple[KeyT, torch.Tensor, torch.Tensor]
-
-# Where torch's fused AdamW kernel runs (elsewhere `update_all` uses multi-tensor operations).
-FUSED_DEVICES = ("cpu", "cuda")
-FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # The layer of a transformer parameter: "encoder.layer.3.attention.self.query.weight" (BERT,
 # RoBERTa), "transformer.layer.3.ffn.lin1.weight" (DistilBERT).
@@ -108,10 +106,9 @@ class HeadScaledAdam(Optimizer):
         thinc's Adam runs once per parameter: on a GPU each call launches several kernels and
         waits for the clipping norm (a host-device synchronisation per parameter, about 120 per
         step with MiniLM), on CPU its C loop is not vectorized; here the clipping is one
-        multi-tensor operation and Adam one call of torch's fused AdamW kernel over all
-        parameters of a group (`_fused_adam`). On an H100 the multi-tensor step made training
-        1.8x faster; on CPU the fused kernel takes a quarter of thinc's time (BENCHMARKS.md,
-        issue 12).
+        multi-tensor operation and Adam one call of torch's Adam (its fused kernel where there is
+        one) over all parameters of a group (`multi_tensor`). On an H100 the multi-tensor step
+        made training 1.8x faster; on CPU the fused kernel takes a quarter of thinc's time.
         """
         self._learn_layer_scales([key for key, _, _ in params])
         groups: Dict[Tuple[int, float], List[TorchParam]] = defaultdict(list)
@@ -132,19 +129,20 @@ class HeadScaledAdam(Optimizer):
         mom1 = [self._moments[key][0] for key, _, _ in group]
         mom2 = [self._moments[key][1] for key, _, _ in group]
         if self.grad_clip:
-            _clip_gradients(grads, self.grad_clip)
-        if not _fused_adam(self, weights, grads, mom1, mom2, nr_upd, lr_scale):
-            b1, b2 = self.b1, self.b2
-            lr = self.learn_rate * (1.0 - b2**nr_upd) ** 0.5 / (1.0 - b1**nr_upd)
-            torch._foreach_mul_(mom1, b1)
-            torch._foreach_add_(mom1, grads, alpha=1.0 - b1)
-            torch._foreach_mul_(mom2, b2)
-            torch._foreach_addcmul_(mom2, grads, grads, value=1.0 - b2)
-            denominators = torch._foreach_sqrt(mom2)
-            torch._foreach_add_(denominators, self.eps)
-            torch._foreach_addcdiv_(weights, mom1, denominators, value=-lr * lr_scale)
+            clip_gradients(grads, self.grad_clip)
+        adam_step(
+            weights,
+            grads,
+            mom1,
+            mom2,
+            nr_upd=nr_upd,
+            learn_rate=self.learn_rate * lr_scale,
+            beta1=self.b1,
+            beta2=self.b2,
+            eps=self.eps,
+        )
         if self.L2 != 0:
-            torch._foreach_mul_(weights, 1.0 - lr_scale * self.learn_rate * self.L2)
+            scale_(weights, 1.0 - lr_scale * self.learn_rate * self.L2)
         if self.averages is not None:
             self._update_averages(group, weights, nr_upd)
 
@@ -157,7 +155,7 @@ class HeadScaledAdam(Optimizer):
     def _set_average(self, key: KeyT, average: torch.Tensor) -> None:
         # thinc types the averages' keys as optimizer keys; PyTorchShim.use_params reads strings.
         averages = cast(Dict[Any, FloatsXd], self.averages)
-        averages[average_key(key)] = _xp_view(average)
+        averages[average_key(key)] = xp_view(average)
 
     def _update_averages(
         self, group: List[TorchParam], weights: List[torch.Tensor], nr_upd: int
@@ -174,7 +172,7 @@ class HeadScaledAdam(Optimizer):
                 self._set_average(key, average)
         decay = min((1.0 + nr_upd) / (10.0 + nr_upd), 0.9999)
         averages = [self._average_tensors[key] for key, _, _ in group]
-        torch._foreach_lerp_(averages, weights, 1.0 - decay)
+        lerp_(averages, weights, 1.0 - decay)
 
     def lr_scale(self, key: KeyT) -> float:
         """The factor on the schedule's learning rate for a parameter: head_lr_scale for thinc's
@@ -209,61 +207,6 @@ class HeadScaledAdam(Optimizer):
                 "one by one. Use that architecture, or spacy_bert_ner.Adam.v1."
             )
         return super().__call__(key, weights, gradient, lr_scale=lr_scale * self.lr_scale(key))
-
-
-def _clip_gradients(grads: List[torch.Tensor], clip: float) -> None:
-    """thinc's gradient clipping, each gradient on its own: if norm >= clip, gradient *= clip /
-    norm. On CPU only the clipped gradients are multiplied; on a GPU all are, by a factor capped
-    at 1, so that the norms are not read back to the host."""
-    norms = torch.stack(torch._foreach_norm(grads))
-    if grads[0].device.type == "cpu":
-        clipped = [(g, clip / n) for g, n in zip(grads, norms.tolist()) if n >= clip]
-        if clipped:
-            torch._foreach_mul_([g for g, _ in clipped], [factor for _, factor in clipped])
-    else:
-        factors = torch.clamp(clip / norms, max=1.0)
-        torch._foreach_mul_(grads, list(factors.unbind(0)))
-
-
-def _fused_adam(
-    optimizer: Optimizer,
-    weights: List[torch.Tensor],
-    grads: List[torch.Tensor],
-    mom1: List[torch.Tensor],
-    mom2: List[torch.Tensor],
-    nr_upd: int,
-    lr_scale: float,
-) -> bool:
-    """thinc's Adam step (`Optimizer._adam`) for many parameters in one call of torch's fused
-    AdamW kernel (no weight decay: thinc decays after the step, which `update_all` does next).
-    Returns False, having changed nothing, where torch has no fused kernel for these tensors.
-
-    thinc folds both bias corrections into the learning rate and adds eps to sqrt(mom2):
-        w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
-    torch's kernel divides sqrt(mom2) by its correction before adding eps:
-        w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps')
-    which is the same step with eps' = eps / sqrt(1 - b2^t).
-    """
-    device = weights[0].device
-    if device.type not in FUSED_DEVICES or any(w.dtype not in FUSED_DTYPES for w in weights):
-        return False
-    step = torch.tensor(float(nr_upd), device=device)
-    torch._fused_adamw_(
-        weights,
-        grads,
-        mom1,
-        mom2,
-        [],
-        [step] * len(weights),
-        lr=optimizer.learn_rate * lr_scale,
-        beta1=optimizer.b1,
-        beta2=optimizer.b2,
-        weight_decay=0.0,
-        eps=optimizer.eps / (1.0 - optimizer.b2**nr_upd) ** 0.5,
-        amsgrad=False,
-        maximize=False,
-    )
-    return True
 
 
 def layer_lr_scales(names: Sequence[str], decay: float) -> Dict[str, float]:
@@ -303,7 +246,7 @@ def average_key(key: KeyT) -> Union[KeyT, str]:
 def make_head_scaled_adam(
     learn_rate: FloatOrSeq = 1e-4,
     *,
-    head_lr_scale: float = 1.0,
+    head_lr_scale: float = 10.0,
     L2: FloatOrSeq = 0.01,
     beta1: FloatOrSeq = 0.9,
     beta2: FloatOrSeq = 0.999,
@@ -316,8 +259,8 @@ def make_head_scaled_adam(
     learning rate of everything that is not the pretrained transformer (the classifier and the
     casing features, trained from scratch). With head_lr_scale 1.0 it updates exactly as `Adam.v1`
     given the same settings; the defaults here are those of configs/bert_ner.cfg (learn_rate 1e-4,
-    L2 0.01, no parameter averaging), not `Adam.v1`'s. With use_averages, as thinc's Adam, only
-    thinc's layers are averaged (v2 averages the encoder too).
+    head_lr_scale 10, L2 0.01, no parameter averaging), not `Adam.v1`'s. With use_averages, as
+    thinc's Adam, only thinc's layers are averaged (v2 averages the encoder too).
     """
     return HeadScaledAdam(
         learn_rate,
@@ -336,7 +279,7 @@ def make_head_scaled_adam(
 def make_layer_decayed_adam(
     learn_rate: FloatOrSeq = 1e-4,
     *,
-    head_lr_scale: float = 1.0,
+    head_lr_scale: float = 10.0,
     layer_lr_decay: float = 1.0,
     L2: FloatOrSeq = 0.01,
     beta1: FloatOrSeq = 0.9,
@@ -384,13 +327,14 @@ def update_all(model: Model, optimizer: Optimizer) -> bool:
     scalers = []
     for node in model.walk():
         for shim in node.shims:
-            if not isinstance(shim, PyTorchShim):
+            parts = torch_parts(shim)
+            if parts is None:
                 shim.finish_update(optimizer)
                 continue
-            # As PyTorchShim.finish_update: skip the step when mixed precision overflowed.
-            scaler = shim._grad_scaler
+            module, scaler = parts
             scalers.append(scaler)
-            for name, param in shim._model.named_parameters():
+            # As PyTorchShim.finish_update: skip the step when mixed precision overflowed.
+            for name, param in module.named_parameters():
                 if param.grad is None or scaler.found_inf:
                     if param.grad is not None:
                         param.grad.zero_()
@@ -403,14 +347,14 @@ def update_all(model: Model, optimizer: Optimizer) -> bool:
         for name in node.param_names:
             if node.has_grad(name):
                 weights, gradient = node.get_param(name), node.get_grad(name)
-                thinc_grads.append(_shared_tensor(gradient))
-                params.append(((node.id, name), _shared_tensor(weights), thinc_grads[-1]))
+                thinc_grads.append(shared_tensor(gradient))
+                params.append(((node.id, name), shared_tensor(weights), thinc_grads[-1]))
     optimizer.update_all(params)
     # Clear the gradients: thinc's are zeroed in place, as thinc's layers add to them; PyTorch's
     # are dropped, as torch's optimizers do (the next backward pass then writes a new gradient
     # instead of adding to a zeroed one).
     if thinc_grads:
-        torch._foreach_zero_(thinc_grads)
+        zero_(thinc_grads)
     for param in encoder_params:
         param.grad = None
     for scaler in scalers:
@@ -418,17 +362,16 @@ def update_all(model: Model, optimizer: Optimizer) -> bool:
     return True
 
 
-def _xp_view(tensor: torch.Tensor) -> FloatsXd:
-    """A numpy or cupy array over the same memory as a torch tensor."""
-    if tensor.device.type == "cpu":
-        return cast(FloatsXd, tensor.numpy())
-    import cupy
-
-    return cast(FloatsXd, cupy.from_dlpack(tensor))
-
-
-def _shared_tensor(array: ArrayXd) -> torch.Tensor:
-    """A torch tensor over the same memory as a numpy or cupy array (updated in place)."""
-    if isinstance(array, numpy.ndarray):
-        return torch.from_numpy(array)
-    return torch.from_dlpack(array)
+def torch_parts(shim: Any) -> Optional[Tuple[torch.nn.Module, Any]]:
+    """The PyTorch model of a thinc `PyTorchShim` and its gradient scaler, or None for any other
+    shim. thinc has no public accessor for them: they are the shim's `_model` and
+    `_grad_scaler` attributes (thinc 8.0-8.3), read only where they exist; without them the shim
+    updates its parameters itself, one by one with the same optimizer (`shim.finish_update`,
+    thinc's public path, tested in tests/test_optimizers.py)."""
+    if not isinstance(shim, PyTorchShim):
+        return None
+    module = getattr(shim, "_model", None)
+    scaler = getattr(shim, "_grad_scaler", None)
+    if not isinstance(module, torch.nn.Module) or scaler is None:
+        return None
+    return module, scaler

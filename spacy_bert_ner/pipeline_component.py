@@ -1,8 +1,10 @@
-"""The `bert_ner` pipeline component: BERT-style token classification NER for spaCy.
+"""The `bert_ner` pipeline component (factory and TrainablePipe): BERT-style token
+classification NER for spaCy.
 
 Each spaCy token gets a tag (B-PER, I-PER, O, ...) from a softmax over the pooled word-piece vectors
-of a transformer; training minimises cross-entropy against the gold tags; prediction decodes the
-tag probabilities into a valid tag sequence and merges consecutive tags into entities on `doc.ents`.
+of a transformer; training minimises cross-entropy against the gold tags (`gold` aligns them to the
+tokens, `loss` computes the loss); prediction decodes the tag probabilities into a valid tag
+sequence and merges consecutive tags into entities on `doc.ents` (`decoding`).
 """
 
 import warnings
@@ -12,31 +14,29 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy
-from spacy.attrs import ENT_IOB, IDX, IS_SPACE, LENGTH, ORTH
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer, get_array_module, to_numpy
+from thinc.api import Config, Model, Optimizer, to_numpy
 from thinc.types import Floats2d, Ints1d
 
-from .crf import add_transition_gradient, crf_loss, transition_scores
+from .crf import transition_scores
 from .decoding import (
     Entity,
-    biluo_to_scheme,
     check_decoder,
     check_scheme,
     constraints_for,
     decode_batch,
     make_tags,
 )
-from .distillation import TEACHER_KEY, teacher_probs
+from .distillation import batch_teacher_rows, check_teacher_targets, check_teacher_weight
+from .gold import MISALIGNED_WARNING, batch_gold_tag_ids, unknown_labels_warning
+from .listener import blank_tokens, check_upstream
+from .loss import check_loss, crf_sequence_loss, gold_loss, mixed_targets, soft_target_loss
 from .optimizers import update_all
 from .scorer import score_ents
-
-# The value of Token.ent_iob for a token annotated as outside any entity (0 is missing, 1 I, 3 B).
-IOB_OUTSIDE = 2
 
 # The component's default model, its one definition: configs/bert_ner.cfg leaves these blocks empty
 # and `spacy train` (like `nlp.add_pipe("bert_ner")`) fills them from here. The figures behind each
@@ -44,7 +44,7 @@ IOB_OUTSIDE = 2
 DEFAULT_MODEL_CONFIG = """
 # A softmax over tags per token (no hidden layer: the classic BERT recipe), over the concatenation
 # of the transformer's vectors and the casing features. The output layer starts from normal(0, 0.02)
-# weights; see TokenClassifier.v2. `crf = true` adds a linear-chain CRF (learned transition scores,
+# weights; see TokenClassifier.v3. `crf = true` adds a linear-chain CRF (learned transition scores,
 # a sequence-level loss; spacy_bert_ner/crf.py).
 [model]
 @architectures = "spacy_bert_ner.TokenClassifier.v3"
@@ -83,14 +83,6 @@ maxout_pieces = 3
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 
-# Logged once per process: misaligned gold spans are ignored in the loss, never silently.
-MISALIGNED_WARNING = (
-    "[bert_ner] Some gold entities do not align to the predicted tokenization; their tokens are "
-    "treated as missing annotation and ignored in the loss. Check the training data with "
-    "`python -m spacy debug data`, or retokenize it so every entity starts and ends on a token "
-    "boundary."
-)
-
 
 @Language.factory(
     "bert_ner",
@@ -100,7 +92,6 @@ MISALIGNED_WARNING = (
         "scheme": "BILUO",
         "decoder": "viterbi",
         "outside_bias": 0.0,
-        "label_smoothing": 0.0,
         "teacher_weight": 0.0,
         "overwrite_ents": True,
         "spans_key": "bert_ner",
@@ -115,7 +106,6 @@ def make_bert_ner(
     scheme: str,
     decoder: str,
     outside_bias: float,
-    label_smoothing: float,
     teacher_weight: float,
     overwrite_ents: bool,
     spans_key: str,
@@ -124,7 +114,7 @@ def make_bert_ner(
     """Create a `bert_ner` component.
 
     model (Model[List[Doc], List[Floats2d]]): Tag probabilities per token; by default
-        `spacy_bert_ner.TokenClassifier.v2` over a `TransformerListener` (mean-pooled word pieces)
+        `spacy_bert_ner.TokenClassifier.v3` over a `TransformerListener` (mean-pooled word pieces)
         that listens to a `transformer` component earlier in the pipeline, plus casing features.
     scheme (str): Tag scheme, "BILUO" (default: it marks entity ends too) or "BIO".
     decoder (str): "viterbi" (default) finds the most probable *valid* tag sequence; "greedy"
@@ -132,9 +122,6 @@ def make_bert_ner(
     outside_bias (float): Subtracted from the log-probability of the 'O' tag before decoding. 0
         (default) decodes the classifier's probabilities as they are; above 0 trades precision for
         recall (on a corpus where the model misses many entities, choose it on dev).
-    label_smoothing (float): Training only: the share of each gold tag's probability mass spread
-        evenly over all tags in the cross-entropy target (0, the default, is plain cross-entropy;
-        0.1 is the usual value elsewhere), as torch's `cross_entropy(label_smoothing=...)`.
     teacher_weight (float): Training only: the share of the cross-entropy target taken from the
         teacher tag probabilities stored on the training docs by `python -m spacy_bert_ner
         distill` (spacy_bert_ner/distillation.py); 0 (default) trains on the gold tags alone.
@@ -151,7 +138,6 @@ def make_bert_ner(
         scheme=scheme,
         decoder=decoder,
         outside_bias=outside_bias,
-        label_smoothing=label_smoothing,
         teacher_weight=teacher_weight,
         overwrite_ents=overwrite_ents,
         spans_key=spans_key,
@@ -163,7 +149,6 @@ def make_bert_ner(
 RUN_TIME_SETTINGS = (
     "decoder",
     "outside_bias",
-    "label_smoothing",
     "teacher_weight",
     "overwrite_ents",
     "spans_key",
@@ -182,7 +167,6 @@ class BertNER(TrainablePipe):
         scheme: str = "BILUO",
         decoder: str = "viterbi",
         outside_bias: float = 0.0,
-        label_smoothing: float = 0.0,
         teacher_weight: float = 0.0,
         overwrite_ents: bool = True,
         spans_key: str = "bert_ner",
@@ -199,7 +183,6 @@ class BertNER(TrainablePipe):
         # Run-time settings: taken from the config each time the pipeline is built or loaded.
         self.decoder = check_decoder(decoder)
         self.outside_bias = float(outside_bias)
-        self.label_smoothing = check_label_smoothing(label_smoothing)
         self.teacher_weight = check_teacher_weight(teacher_weight)
         self.overwrite_ents = overwrite_ents
         self.spans_key = spans_key
@@ -305,15 +288,8 @@ class BertNER(TrainablePipe):
         unknown = Counter({label: n for label, n in found.items() if label not in self.labels})
         if unknown:
             self._warn_unknown_labels(unknown, "in the training data")
-        if self.teacher_weight and not any(
-            TEACHER_KEY in eg.reference.user_data for eg in islice(get_examples(), 100)
-        ):
-            raise ValueError(
-                f"[bert_ner] '{self.name}' has teacher_weight = {self.teacher_weight}, but the "
-                "training docs carry no teacher probabilities. Make them with `python -m "
-                "spacy_bert_ner distill TRAIN.spacy OUT.spacy TEACHER...` and train on OUT.spacy, "
-                "or set teacher_weight = 0.0."
-            )
+        if self.teacher_weight:
+            check_teacher_targets(self.name, self.teacher_weight, islice(get_examples(), 100))
         doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
         self.model.get_ref("output_layer").set_dim("nO", len(self.tags))
         if self.model.has_ref("transitions"):
@@ -326,7 +302,7 @@ class BertNER(TrainablePipe):
         if not any(len(doc) for doc in docs):
             n_tags = len(self.tags)
             return [self.model.ops.alloc2f(len(doc), n_tags) for doc in docs]
-        _check_upstream(self.name, self.model, docs)
+        check_upstream(self.name, self.model, docs)
         return self.model.predict(docs)
 
     def set_annotations(self, docs: Iterable[Doc], scores: List[Floats2d]) -> None:
@@ -339,7 +315,7 @@ class BertNER(TrainablePipe):
             return
         tags = self.tags
         probs = to_numpy(self.model.ops.xp.concatenate(scores, axis=0))
-        blank = numpy.concatenate([_blank_tokens(doc) for doc in docs])
+        blank = numpy.concatenate([blank_tokens(doc) for doc in docs])
         probs[blank] = 0.0
         probs[blank, tags.index("O")] = 1.0
         entities = decode_batch(
@@ -369,113 +345,50 @@ class BertNER(TrainablePipe):
         doc.set_ents(new, default="unmodified")
 
     def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> Tuple[float, Any]:
-        """Cross-entropy of the predicted tag probabilities against the gold tags (smoothed by
-        `label_smoothing`: the target is 1 - s on the gold tag plus s / n_tags on every tag).
+        """The loss of the predicted tag probabilities against the gold tags, and its gradient.
 
-        Gold entities are aligned to the predicted tokenization; tokens with missing annotation (or
-        whose gold entity does not align) carry no loss. With `teacher_weight` w above 0, a token
-        with teacher probabilities (`distillation`) is trained towards 1 - w of its gold target
-        plus w of them (w of them alone where its gold tag is missing). Returns (summed loss,
-        d_scores), where d_scores is the gradient with respect to the softmax's input.
+        Gold entities are aligned to the predicted tokenization (`gold`); tokens with missing
+        annotation (or whose gold entity does not align) carry no loss. The loss (`loss`) is the
+        cross-entropy against the gold tags; with a CRF, the CRF's negative log-likelihood of
+        each doc's tag sequence; with `teacher_weight` w above 0, the cross-entropy against
+        1 - w of the gold tag plus w of the teacher probabilities (`distillation`; w of them
+        alone where the gold tag is missing). Returns (summed loss, d_scores), where d_scores is
+        the gradient with respect to the softmax's input.
         """
         validate_examples(examples, "BertNER.get_loss")
         examples = list(examples)
-        gold = self._gold_tag_ids(examples)
-        if self.model.has_ref("transitions"):
-            return self._crf_loss(gold, scores)
-        teacher = self._teacher_targets(examples) if self.teacher_weight else None
-        if teacher is not None:
-            return self._target_loss(self._targets(gold, teacher), scores)
-        xp = get_array_module(scores[0]) if scores else numpy
-        probs = self.model.ops.flatten(scores)
-        gold_ids = xp.asarray(gold, dtype="int64")
-        rows = xp.nonzero(gold_ids >= 0)[0]
-        smoothing = self.label_smoothing
-        n_tags = probs.shape[1]
-        d_probs = probs.copy()
-        d_probs[rows, gold_ids[rows]] -= 1.0 - smoothing
-        gold_log_probs = xp.log(xp.maximum(probs[rows, gold_ids[rows]], 1e-12))
-        loss = -(1.0 - smoothing) * float(gold_log_probs.sum())
-        if smoothing:
-            d_probs[rows] -= smoothing / n_tags
-            loss -= smoothing / n_tags * float(xp.log(xp.maximum(probs[rows], 1e-12)).sum())
-        d_probs[gold_ids < 0] = 0.0
-        if numpy.isnan(loss):
-            raise ValueError(f"[bert_ner] NaN loss in '{self.name}': lower the learning rate.")
-        lengths = self.model.ops.asarray1i([len(s) for s in scores])
-        return loss, self.model.ops.unflatten(d_probs, lengths)
-
-    def _teacher_targets(self, examples: List[Example]) -> Optional[numpy.ndarray]:
-        """The teacher probabilities of each predicted token in the batch (NaN rows where there
-        are none), or None when no doc of the batch carries them."""
-        tags = self.tags
-        rows = [teacher_rows(eg.predicted, eg.reference, tags, self.name) for eg in examples]
-        if all(r is None for r in rows):
-            return None
-        n_tags = len(tags)
-        return numpy.concatenate(
-            [
-                numpy.full((len(eg.predicted), n_tags), numpy.nan, dtype="float32")
-                if r is None
-                else r
-                for eg, r in zip(examples, rows)
-            ]
-        )
-
-    def _targets(self, gold: Ints1d, teacher: numpy.ndarray) -> numpy.ndarray:
-        """Each token's target distribution over the tags (on the host): its (smoothed) gold
-        tag, mixed with the teacher's probabilities by `teacher_weight`; all zero where neither
-        is known."""
-        gold_ids = to_numpy(gold).astype("int64")
-        n_tags = teacher.shape[1]
-        targets = numpy.zeros(teacher.shape, dtype="float32")
-        rows = numpy.nonzero(gold_ids >= 0)[0]
-        targets[rows, gold_ids[rows]] = 1.0 - self.label_smoothing
-        targets[rows] += self.label_smoothing / n_tags
-        taught = ~numpy.isnan(teacher).any(axis=1)
-        weight = self.teacher_weight
-        targets[taught] = (1.0 - weight) * targets[taught] + weight * teacher[taught]
-        return targets
-
-    def _target_loss(self, targets: numpy.ndarray, scores: List[Floats2d]) -> Tuple[float, Any]:
-        """Cross-entropy of the tag probabilities against target distributions (rows that sum
-        to at most 1): the loss -sum(t * log p) and its gradient p * sum(t) - t with respect to
-        the softmax's input."""
         ops = self.model.ops
+        gold = self._gold_tag_ids(examples)
         probs = ops.flatten(scores)
-        t = ops.asarray2f(cast(Floats2d, targets))
-        loss = -float((t * ops.xp.log(ops.xp.maximum(probs, 1e-12))).sum())
-        if numpy.isnan(loss):
-            raise ValueError(f"[bert_ner] NaN loss in '{self.name}': lower the learning rate.")
-        d_probs = probs * t.sum(axis=1, keepdims=True) - t
-        return loss, ops.unflatten(d_probs, ops.asarray1i([len(s) for s in scores]))
-
-    def _crf_loss(self, gold: Ints1d, scores: List[Floats2d]) -> Tuple[float, Any]:
-        """`get_loss` for a model with a CRF (`TokenClassifier.v3` with `crf = true`): the CRF's
-        negative log-likelihood of each doc's gold tags (`crf.crf_loss`). The transitions' own
-        gradient is added to them here, as they have no input to backpropagate through."""
-        for setting in ("label_smoothing", "teacher_weight"):
-            if getattr(self, setting):
-                raise ValueError(
-                    f"[bert_ner] '{self.name}' has a CRF (crf = true), which trains on whole tag "
-                    f"sequences: {setting} sets per-token targets and does not apply. Set "
-                    f"{setting} = 0.0, or crf = false."
-                )
-        transitions = self.model.get_ref("transitions")
-        probs = self.model.ops.flatten(scores)
-        log_probs = self.model.ops.xp.log(self.model.ops.xp.maximum(probs, 1e-12))
         lengths = [len(s) for s in scores]
-        loss, d_scores, d_transitions = crf_loss(
-            log_probs,
-            lengths,
-            gold,
-            transition_scores(transitions),
-            constraints_for(self.tags, self.cfg["scheme"]),
-        )
-        if numpy.isnan(loss):
-            raise ValueError(f"[bert_ner] NaN loss in '{self.name}': lower the learning rate.")
-        add_transition_gradient(transitions, d_transitions)
-        return loss, self.model.ops.unflatten(d_scores, self.model.ops.asarray1i(lengths))
+        if self.model.has_ref("transitions"):
+            self._check_crf_settings()
+            loss, d_probs = crf_sequence_loss(
+                probs,
+                lengths,
+                gold,
+                self.model.get_ref("transitions"),
+                constraints_for(self.tags, self.cfg["scheme"]),
+            )
+        else:
+            teacher = (
+                batch_teacher_rows(examples, self.tags, self.name) if self.teacher_weight else None
+            )
+            if teacher is None:
+                loss, d_probs = gold_loss(probs, gold)
+            else:
+                targets = mixed_targets(gold, teacher, self.teacher_weight)
+                loss, d_probs = soft_target_loss(probs, targets)
+        check_loss(loss, self.name)
+        return loss, ops.unflatten(d_probs, ops.asarray1i(lengths))
+
+    def _check_crf_settings(self) -> None:
+        if self.teacher_weight:
+            raise ValueError(
+                f"[bert_ner] '{self.name}' has a CRF (crf = true), which trains on whole tag "
+                "sequences: teacher_weight sets per-token targets and does not apply. Set "
+                "teacher_weight = 0.0, or crf = false."
+            )
 
     def _transitions(self) -> Optional[numpy.ndarray]:
         """The CRF's learned transition scores, on the host; None without a CRF."""
@@ -521,215 +434,14 @@ class BertNER(TrainablePipe):
         if not new:
             return
         self._unknown_labels_seen.update(new)
-        listed = ", ".join(f"{label} ({n})" for label, n in sorted(new.items()))
-        warnings.warn(
-            f"[bert_ner] '{self.name}' predicts the labels {list(self.labels)}, but gold entities "
-            f"{where} have other labels: {listed}. They are trained as outside ('O'). To learn "
-            "them, add them to [initialize.components.bert_ner.labels] (or leave that unset to "
-            "take every label from the training data); to silence this, remove or relabel those "
-            "entities in the data.",
-            UserWarning,
-            stacklevel=3,
-        )
+        message = unknown_labels_warning(self.name, self.labels, new, where)
+        warnings.warn(message, UserWarning, stacklevel=3)
 
     def _gold_tag_ids(self, examples: List[Example]) -> Ints1d:
         """Gold tag index per predicted token across the batch; -1 marks missing annotation."""
-        scheme = self.cfg["scheme"]
-        tag_ids = {tag: i for i, tag in enumerate(self.tags)}
-        ids: List[numpy.ndarray] = []
-        misaligned = False
-        unknown: Counter = Counter()
-        for eg in examples:
-            eg_ids, eg_misaligned = gold_tag_ids(eg, tag_ids, scheme, unknown)
-            ids.append(eg_ids)
-            misaligned = misaligned or eg_misaligned
+        ids, misaligned, unknown = batch_gold_tag_ids(examples, self.tags, self.cfg["scheme"])
         if misaligned:
             warnings.warn(MISALIGNED_WARNING, UserWarning, stacklevel=3)
         if unknown:
             self._warn_unknown_labels(unknown, "in this batch")
-        flat = numpy.concatenate(ids) if ids else numpy.zeros(0, dtype="int32")
-        return self.model.ops.asarray1i(cast(Ints1d, flat))
-
-
-def check_teacher_weight(value: float) -> float:
-    """`teacher_weight` as a float in [0, 1], or a clear error."""
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(
-            f"[bert_ner] teacher_weight must be in [0, 1], got {value}: 0 trains on the gold "
-            "tags alone, 0.5 on an even mix of gold tags and teacher probabilities."
-        )
-    return float(value)
-
-
-def check_label_smoothing(value: float) -> float:
-    """`label_smoothing` as a float in [0, 1), or a clear error."""
-    if not 0.0 <= float(value) < 1.0:
-        raise ValueError(
-            f"[bert_ner] label_smoothing must be in [0, 1), got {value}: 0 trains on the gold "
-            "tags as they are, 0.1 moves a tenth of each gold tag's probability to all tags."
-        )
-    return float(value)
-
-
-def gold_tag_ids(
-    eg: Example, tag_ids: Dict[str, int], scheme: str, unknown: Counter
-) -> Tuple[numpy.ndarray, bool]:
-    """The gold tag id of each predicted token, and whether some gold entity could not be aligned.
-
-    The same tags as spaCy's `Example.get_aligned_ents_and_ner`, mapped to `tag_ids`: a token in
-    an aligned gold entity gets its BILUO tag (in `scheme`; labels missing from `tag_ids` are
-    counted in `unknown` and tagged 'O'), a token aligned only to tokens annotated outside, or a
-    whitespace token, 'O', any other token -1 (missing). Computed with array operations over the
-    alignment instead of spaCy's loops over every token, which took a tenth of a training step.
-    """
-    x, y = eg.predicted, eg.reference
-    ids = numpy.full(len(x), -1, dtype="int32")
-    if not y.has_annotation("ENT_IOB"):
-        return ids, False
-    gold_outside = y.to_array(ENT_IOB) == IOB_OUTSIDE
-    if _same_tokens(x, y):
-        # Converted data keeps its tokens: no alignment needed.
-        outside, ents, misaligned = (
-            gold_outside,
-            [(e.start, e.end, e.label_) for e in y.ents],
-            False,
-        )
-    else:
-        aligned = _align_by_characters(x, y, gold_outside)
-        outside, ents, misaligned = aligned if aligned else _align_with_spacy(eg, gold_outside)
-    ids[outside | x.to_array(IS_SPACE).astype(bool)] = tag_ids["O"]
-    for start, end, label in ents:
-        begin, inside, last, unit = (
-            tag_ids.get(biluo_to_scheme(f"{prefix}-{label}", scheme)) for prefix in "BILU"
-        )
-        if begin is None or inside is None or last is None or unit is None:
-            # An entity of a label the component does not predict counts as outside.
-            unknown[label] += 1
-            ids[start:end] = tag_ids["O"]
-        elif end - start == 1:
-            ids[start] = unit
-        else:
-            ids[start] = begin
-            ids[start + 1 : end - 1] = inside
-            ids[end - 1] = last
-    return ids, misaligned
-
-
-# A predicted token's gold tag: whether it is outside every entity, and the aligned entities as
-# (start, end, label) spans of predicted tokens; whether some gold entity could not be aligned.
-Aligned = Tuple[numpy.ndarray, List[Tuple[int, int, str]], bool]
-
-
-def _same_tokens(x: Doc, y: Doc) -> bool:
-    return len(x) == len(y) and bool(numpy.array_equal(x.to_array(ORTH), y.to_array(ORTH)))
-
-
-def _align_by_characters(x: Doc, y: Doc, gold_outside: numpy.ndarray) -> Optional[Aligned]:
-    """Align by character offsets, for a predicted doc tokenized from the reference's text (as
-    `spacy.Corpus` makes examples): a predicted token is outside if every reference token it
-    overlaps is, and a gold entity is aligned if predicted tokens start and end where it does.
-    This is what spaCy's alignment gives for the same text, without building it token by token
-    (a tenth of a training step). None where the texts differ, a token is empty, or an entity
-    starts or ends with whitespace (spaCy's alignment skips whitespace): spaCy aligns those."""
-    if x.text != y.text:
-        return None
-    x_start, x_end = _char_spans(x)
-    y_start, y_end = _char_spans(y)
-    if (x_start == x_end).any() or (y_start == y_end).any():
-        return None
-    y_ents = list(y.ents)
-    if any(y[e.start].is_space or y[e.end - 1].is_space for e in y_ents):
-        return None
-    # The reference tokens first..last overlap each predicted token (none where first > last).
-    first = numpy.searchsorted(y_end, x_start, side="right")
-    last = numpy.searchsorted(y_start, x_end, side="left") - 1
-    not_outside = numpy.concatenate([[0], numpy.cumsum(~gold_outside)])
-    outside = (first <= last) & (not_outside[last + 1] == not_outside[first])
-    ents = []
-    for ent in y_ents:
-        start = int(numpy.searchsorted(x_start, ent.start_char))
-        end = int(numpy.searchsorted(x_end, ent.end_char)) + 1
-        if start < end <= len(x) and (x_start[start], x_end[end - 1]) == (
-            ent.start_char,
-            ent.end_char,
-        ):
-            ents.append((start, end, ent.label_))
-    return outside, ents, len(ents) < len(y_ents)
-
-
-def teacher_rows(
-    predicted: Doc, reference: Doc, tags: Sequence[str], name: str
-) -> Optional[numpy.ndarray]:
-    """The teacher probabilities (`distillation`) of each predicted token, aligned by character
-    offsets as `_align_by_characters` aligns the gold tags: a predicted token takes the rows of
-    the reference token with its exact span, NaN rows where there is none (or the texts differ).
-    None when the reference carries no teacher probabilities."""
-    probs = teacher_probs(reference, tags, name)
-    if probs is None:
-        return None
-    x_start, x_end = _char_spans(predicted)
-    y_start, y_end = _char_spans(reference)
-    if numpy.array_equal(x_start, y_start) and numpy.array_equal(x_end, y_end):
-        return probs
-    rows = numpy.full((len(predicted), len(tags)), numpy.nan, dtype="float32")
-    if predicted.text != reference.text or not len(reference):
-        return rows
-    j = numpy.minimum(numpy.searchsorted(y_start, x_start), len(reference) - 1)
-    same = (y_start[j] == x_start) & (y_end[j] == x_end)
-    rows[same] = probs[j[same]]
-    return rows
-
-
-def _char_spans(doc: Doc) -> Tuple[numpy.ndarray, numpy.ndarray]:
-    start = doc.to_array(IDX).astype("int64")
-    return start, start + doc.to_array(LENGTH).astype("int64")
-
-
-def _align_with_spacy(eg: Example, gold_outside: numpy.ndarray) -> Aligned:
-    """`_align_by_characters` from spaCy's alignment of the two tokenizations."""
-    x = eg.predicted
-    x2y = eg.alignment.x2y
-    # (spaCy's x2y can hold an extra, empty entry past the last token after whitespace.)
-    lengths = numpy.asarray(x2y.lengths)[: len(x)]
-    outside = numpy.zeros(len(x), dtype=bool)
-    aligned = lengths > 0
-    if aligned.any():
-        starts = (numpy.cumsum(lengths) - lengths)[aligned]
-        outside[aligned] = numpy.minimum.reduceat(gold_outside[numpy.asarray(x2y.data)], starts)
-    y_ents = eg.reference.ents
-    aligned_ents = eg.get_aligned_spans_y2x(y_ents, allow_overlap=False)
-    ents = [(ent.start, ent.end, ent.label_) for ent in aligned_ents]
-    return outside, ents, len(ents) < len(y_ents)
-
-
-def _blank_tokens(doc: Doc) -> numpy.ndarray:
-    """Tokens that are never (part of) an entity: whitespace, as in spaCy's own `ner`, and tokens
-    the transformer saw no word piece of (control characters), whose only evidence would be the
-    casing features."""
-    blank = doc.to_array(IS_SPACE).astype(bool)
-    trf_data = doc._.trf_data if doc.has_extension("trf_data") else None
-    align = getattr(trf_data, "align", None)
-    if align is not None and len(align.lengths) == len(doc):
-        blank |= to_numpy(align.lengths) == 0
-    return blank
-
-
-def _check_upstream(name: str, model: Model, docs: List[Doc]) -> None:
-    """Raise if the model listens to a transformer whose output the docs lack: the listener would
-    silently predict from zero vectors."""
-    listeners = [node for node in model.walk() if node.name == "transformer-listener"]
-    if not listeners or not Doc.has_extension("trf_data"):
-        return
-    if all(doc._.trf_data is not None for doc in docs if len(doc)):
-        return
-    upstream = getattr(listeners[0], "upstream_name", "*")
-    raise ValueError(
-        f"[bert_ner] '{name}' listens to a transformer component (upstream: {upstream!r}), but "
-        "the docs have no transformer output (doc._.trf_data is None), so it would predict from "
-        "zero vectors. Run the transformer before it: don't disable or exclude it (e.g. "
-        f"`nlp.select_pipes(enable=['transformer', '{name}'])`). To use the component without a "
-        "transformer component, give it its own copy of the transformer before sourcing it: "
-        f'`trained_nlp.replace_listeners("transformer", "{name}", ["model.tok2vec"])`, then '
-        f'`nlp.add_pipe("{name}", source=trained_nlp)` (in a config: '
-        f'`replace_listeners = ["model.tok2vec"]` under [components.{name}]).'
-    )
+        return self.model.ops.asarray1i(cast(Ints1d, ids))

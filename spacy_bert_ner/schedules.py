@@ -103,13 +103,14 @@ def epochs_for_corpus(
     lang: str,
     epochs: int = 0,
     min_steps: int = 1000,
-    min_epochs: int = 3,
+    min_epochs: int = 4,
     max_epochs: int = 30,
 ) -> int:
     """The number of training epochs: `epochs` when it is > 0; otherwise (the default) enough
     epochs for at least `min_steps` updates, and no fewer than `min_epochs` nor more than
     `max_epochs`. A corpus of 1,000 sentences (~30 batches of 500 words) then trains for 30
-    epochs; CoNLL-2003 (~480 batches) for 3; a larger corpus for 3 too.
+    epochs; CoNLL-2003 (~480 batches) for 4; a larger corpus for 4 too. The defaults are those of
+    configs/bert_ner.cfg.
 
     corpus (Callable): The training corpus reader, `${corpora.train}`.
     batcher (Callable): The training batcher, `${training.batcher}`.
@@ -192,3 +193,44 @@ def _announce(text: str) -> None:
     if text not in _ANNOUNCED:
         _ANNOUNCED.add(text)
         msg.info(text)
+
+
+@registry.misc("spacy_bert_ner.eval_frequency.v1")
+def eval_frequency(
+    corpus: Union[Corpus, str],
+    batcher: Union[Batcher, str],
+    lang: str,
+    max_epochs: Union[int, str],
+    max_steps: Union[int, str],
+    every: int = 0,
+    evaluations: int = 10,
+) -> int:
+    """How often `spacy train` scores the dev set (the value of `[training.eval_frequency]`):
+    every `every` updates when it is > 0; otherwise (the default) about `evaluations` times over
+    the run, its length counted as the learning-rate schedule counts it, so that a short run is
+    scored as often as a long one. (spaCy scores after update 0, then after every multiple of the
+    frequency; the logger `spacy_bert_ner.JSONLLogger.v2` scores the final state when the run
+    does not end on a multiple.)
+
+    every (int): A fixed frequency in updates; 0 = derived from the run length.
+    evaluations (int): How many evaluations a derived frequency aims at.
+    """
+    if every > 0:
+        return every
+    if evaluations < 1:
+        raise ValueError(
+            f"[bert_ner] eval_frequency needs evaluations >= 1 (or every > 0), got {evaluations}."
+        )
+    settings = (corpus, batcher, max_epochs, max_steps)
+    if any(isinstance(value, str) for value in settings):  # resolved outside `spacy train`
+        return 200
+    assert callable(corpus) and callable(batcher)
+    assert isinstance(max_epochs, int) and isinstance(max_steps, int)
+    n_batches = batches_per_epoch(corpus, batcher, lang) if max_epochs > 0 else 0
+    total = training_steps(n_batches, max_epochs, max_steps)
+    frequency = max(1, math.ceil(total / evaluations))
+    _announce(
+        f"Dev evaluations: every {frequency} updates of {total}, and the final state "
+        f"(--training.eval_frequency.every N fixes it)"
+    )
+    return frequency

@@ -4,11 +4,12 @@ the tokenizer, alignment and split by doc in array operations over the batch), a
 prediction and a faster optimizer step.
 """
 
+import warnings
 from typing import Any, Callable, Dict, List, Tuple, cast
 
 import numpy
 import torch
-from spacy.attrs import IDX, LENGTH
+from spacy.attrs import IDX, IS_SPACE, LENGTH
 from spacy.tokens import Doc, Span
 from spacy_transformers.align import get_alignment
 from spacy_transformers.data_classes import FullTransformerBatch, TransformerData, WordpieceBatch
@@ -16,23 +17,36 @@ from spacy_transformers.layers import TransformerModel
 from spacy_transformers.layers.transformer_model import huggingface_tokenize
 from spacy_transformers.truncate import truncate_oversize_splits
 from spacy_transformers.util import log_batch_size, log_gpu_memory, maybe_flush_pytorch_cache
-from thinc.api import Optimizer, torch2xp
+from thinc.api import Model, Optimizer, torch2xp
 from thinc.types import Ints1d, Ints3d, Ragged
 from transformers import BatchEncoding
 from transformers.file_utils import ModelOutput
 
+from .encoders import ExactConfigHFShim, load_encoder
 from .inference import predict_lock
 from .optimizers import update_all
 
 
+# Copied from spacy-transformers 1.4.0 (the pinned range is >=1.4.0,<1.5.0):
+# `spacy_transformers/layers/transformer_model.py`'s `forward` (in `forward` here) and the
+# behaviour of `huggingface_tokenize`, `align.get_alignment_via_offset_mapping` and
+# `split_by_doc`, rewritten batch-wise. Copied rather than wrapped because upstream's versions
+# loop over every token of the batch in Python and offer no hook to replace those steps; keep
+# them in step with upstream when the pin moves (tests/test_transformer_model.py compares both).
 class FastTransformerModel(TransformerModel):
-    """spacy-transformers' `TransformerModel`, with three changes:
+    """spacy-transformers' `TransformerModel`, with these changes:
 
     - Its forward pass (`forward`) is spacy-transformers', with the word pieces aligned to the
       tokens (`align_word_pieces`) and the output split by doc (`split_by_doc`) in array
       operations, where spacy-transformers builds a dict of every token of the batch and a set
       per token, and the word-piece strings read from a fast tokenizer's encodings (`tokenize`);
-      the results are the same.
+      the results are the same, except that a SentencePiece-style word piece ("▁Paris") is not
+      also given to the token before it, and that windows with more word pieces than the encoder
+      takes are warned about (`warn_truncated`).
+    - `init` loads the encoder with `encoders.load_encoder`, which also loads a fast tokenizer
+      saved without its SentencePiece model (a DeBERTa-v2 `tokenizer.json` alone), and a saved
+      encoder loads with its exact config (`encoders.ExactConfigHFShim`: spacy-transformers'
+      turns a `layer_norm_eps` of 1e-12 into 0).
     - `predict` runs under `torch.inference_mode` (no autograd bookkeeping at all: ~10% faster on
       CPU than the `no_grad` thinc uses), one thread at a time (`inference.predict_lock`).
       `predict` is what the component calls to annotate docs (`nlp(text)`, `nlp.pipe`,
@@ -53,6 +67,9 @@ class FastTransformerModel(TransformerModel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._func = forward
+        self.init = init
+        # The same shim, loading the saved config exactly (it adds no state of its own).
+        self.layers[0].shims[0].__class__ = ExactConfigHFShim
 
     def predict(self, X: Any) -> Any:
         with predict_lock(), torch.inference_mode():
@@ -61,6 +78,27 @@ class FastTransformerModel(TransformerModel):
     def finish_update(self, optimizer: Optimizer) -> None:
         if not update_all(self, optimizer):
             super().finish_update(optimizer)
+
+
+def init(model: TransformerModel, X: Any = None, Y: Any = None) -> None:
+    """spacy-transformers' `init`: load the encoder (`encoders.load_encoder`, which also loads a
+    fast tokenizer saved without its SentencePiece model) and set the model's width from a
+    forward pass. spacy-transformers runs that pass over the spans of the sample docs `X`, whose
+    output it drops; two short texts tell the width as well."""
+    if model.attrs["has_transformer"]:
+        return
+    hf_model = load_encoder(
+        model.attrs["name"],
+        dict(model._init_tokenizer_config),
+        dict(model._init_transformer_config),
+    )
+    model.attrs["set_transformer"](model, hf_model)
+    wordpieces = WordpieceBatch.from_batch_encoding(
+        tokenize(model.tokenizer, ["hello world", "foo bar"])
+    )
+    model.layers[0].initialize(X=wordpieces)
+    model_output = model.layers[0].predict(wordpieces)
+    model.set_dim("nO", model_output.last_hidden_state.shape[-1])
 
 
 def forward(
@@ -88,8 +126,11 @@ def forward(
         align = align_word_pieces(flat_spans, batch_encoding["offset_mapping"])
     else:
         align = get_alignment(flat_spans, wordpieces.strings, tokenizer.all_special_tokens)
-    wordpieces, align = truncate_oversize_splits(wordpieces, align, tokenizer.model_max_length)
-    model_output, bp_tensors = transformer(wordpieces, is_train)
+    truncated, align_kept = truncate_oversize_splits(wordpieces, align, tokenizer.model_max_length)
+    if truncated is not wordpieces:
+        warn_truncated(model, wordpieces, align, align_kept)
+    wordpieces, align = truncated, align_kept
+    model_output, bp_tensors = encode(transformer, wordpieces, is_train)
     if logger:
         log_gpu_memory(logger, "after forward")
     output = FullTransformerBatch(
@@ -106,6 +147,71 @@ def forward(
         return docs
 
     return output, backprop_transformer
+
+
+def warn_truncated(
+    model: TransformerModel, wordpieces: WordpieceBatch, align: Ragged, kept: Ragged
+) -> None:
+    """Warn, once per model, that windows had more word pieces than the encoder takes:
+    spacy-transformers drops the pieces past the tokenizer's `model_max_length` from each window,
+    and a token whose pieces were all dropped gets a vector of zeros from the transformer."""
+    lost = int(((align.lengths > 0) & (kept.lengths == 0)).sum())
+    if not lost or model.attrs.get("warned_truncation"):
+        return
+    model.attrs["warned_truncation"] = True
+    get_spans = model.attrs["get_spans"]  # strided_spans.v1 gives a partial: its settings
+    settings = getattr(get_spans, "keywords", None) or get_spans
+    warnings.warn(
+        f"[bert_ner] {lost} of {len(align.lengths)} tokens got no word pieces: a window of "
+        f"spaCy tokens had {max(wordpieces.lengths)} word pieces, and the encoder takes "
+        f"{model.tokenizer.model_max_length} (its tokenizer's model_max_length), so the rest were "
+        "dropped and those tokens are tagged from the casing features alone. Make the windows "
+        "shorter: components.transformer.model.get_spans.window and .stride (in spaCy tokens; "
+        f"now {settings}).",
+        stacklevel=2,
+    )
+
+
+# Padded word pieces (windows x their padded length) encoded in one pass in prediction: a batch
+# of more (a long document: 1M characters make ~2,000 windows) is encoded a window batch at a time.
+# ~150 MB of attention scores for a 12-head encoder, and as fast on CPU as larger passes.
+WINDOW_BATCH_PIECES = 8192
+
+
+def encode(
+    transformer: Model, wordpieces: WordpieceBatch, is_train: bool
+) -> Tuple[ModelOutput, Callable]:
+    """The encoder's output for a batch of windows, and its backward pass. In prediction, a batch
+    of more than `WINDOW_BATCH_PIECES` padded word pieces is encoded a window batch at a time into
+    one preallocated output: encoding all windows at once holds the attention scores of every
+    window (windows x heads x length² floats: 5-7 GB for a 1M-character document), where a window
+    batch holds a few hundred MB. Windows do not attend to each other and each keeps the batch's
+    padded length, so the output is the single pass's (to float rounding). Training encodes in one
+    pass, since its backward pass needs every window's activations anyway."""
+    n_windows, width = wordpieces.input_ids.shape
+    per_pass = max(1, WINDOW_BATCH_PIECES // max(width, 1))
+    if is_train or n_windows <= per_pass:
+        return transformer(wordpieces, is_train)
+    merged: Dict[str, Any] = {}
+    output_type = ModelOutput
+    for start in range(0, n_windows, per_pass):
+        output, _ = transformer(wordpieces[start : start + per_pass], False)
+        output_type = type(output)
+        for key, value in output.items():
+            if isinstance(value, torch.Tensor) and value.dim():
+                if key not in merged:
+                    merged[key] = value.new_empty((n_windows, *value.shape[1:]))
+                merged[key][start : start + len(value)] = value
+            elif isinstance(value, tuple) and all(isinstance(t, torch.Tensor) for t in value):
+                if key not in merged:
+                    merged[key] = tuple(t.new_empty((n_windows, *t.shape[1:])) for t in value)
+                for target, part in zip(merged[key], value):
+                    target[start : start + len(part)] = part
+
+    def backprop(d_output: Any) -> Any:
+        raise ValueError("Window batches are encoded in prediction only, without a backward pass.")
+
+    return output_type(**merged), backprop
 
 
 def tokenize(tokenizer: Any, texts: List[str]) -> BatchEncoding:
@@ -134,9 +240,14 @@ def align_word_pieces(spans: List[Span], offset_mapping: Ints3d) -> Ragged:
     it in the batch's flattened (padded) word pieces, in array operations over the whole batch
     instead of a dict of every token and a set per token.
 
-    As spacy-transformers: a token owns its characters and the one after it (a following space),
-    a later token taking a shared character; a word piece overlaps each token that owns one of
-    its characters (special tokens, with no characters, overlap none).
+    A token owns its characters (a whitespace token none), and a word piece overlaps each token
+    that owns one of its characters (special tokens, with no characters, overlap none).
+    spacy-transformers lets a token own the character after it as well (its following space), and
+    a whitespace token its own: the same alignment wherever the tokenizer's offsets never cover a
+    space (WordPiece: BERT, MPNet, DistilBERT, ELECTRA; RoBERTa's byte-level BPE, whose offsets
+    leave out the space before a word). A SentencePiece-style tokenizer (DeBERTa-v2/v3,
+    XLM-RoBERTa) includes that space in a word's first piece ("▁Paris" covers " Paris"), which
+    spacy-transformers also gives to the token before the space, or to a whitespace token there.
     """
     if len(spans) != len(offset_mapping):
         raise ValueError("Cannot align batches of different sizes.")
@@ -144,10 +255,10 @@ def align_word_pieces(spans: List[Span], offset_mapping: Ints3d) -> Ragged:
     if not spans or not n_tokens:
         empty = cast(Ints1d, numpy.zeros(0, dtype="i"))
         return Ragged(empty, cast(Ints1d, numpy.zeros(n_tokens, dtype="i")))
-    # (IDX, LENGTH) of every token of the batch's docs, numbered as `doc_offsets` numbers them.
+    # (IDX, LENGTH, IS_SPACE) of every token of the batch's docs, numbered as `doc_offsets` does.
     docs = {id(span.doc): span.doc for span in spans}
     token_chars = numpy.concatenate(
-        [doc.to_array([IDX, LENGTH]).reshape(-1, 2) for doc in docs.values()]
+        [doc.to_array([IDX, LENGTH, IS_SPACE]).reshape(-1, 3) for doc in docs.values()]
     ).astype("int64")
     # The tokens of every span, one after the other: their numbers and the characters they own
     # within their span's text (from their first character to the one after them).
@@ -177,9 +288,11 @@ def align_word_pieces(spans: List[Span], offset_mapping: Ints3d) -> Ragged:
     piece = numpy.repeat(numpy.arange(len(n_chars)), n_chars)
     char = numpy.arange(len(piece)) - numpy.repeat(numpy.cumsum(n_chars) - n_chars, n_chars)
     char += numpy.repeat(first + base.repeat(n_pieces), n_chars)
-    # The owner of a character: the last token starting at or before it, if it reaches it.
+    # The owner of a character: the last token starting at or before it, if it reaches it (a
+    # space after a token has none).
     owner = numpy.searchsorted(starts + base[span_of_token], char, side="right") - 1
-    owned = char <= ends[owner] + base[span_of_token[owner]]
+    own_ends = numpy.where(token_chars[token, 2] > 0, starts, ends)  # whitespace owns nothing
+    owned = char < own_ends[owner] + base[span_of_token[owner]]
     # Sort and deduplicate (token, piece) pairs: a token seen by overlapping spans once.
     n_all = len(n_chars)
     pairs = numpy.unique(token[owner[owned]] * n_all + piece[owned])

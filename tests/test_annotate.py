@@ -9,14 +9,14 @@ from spacy.language import Language
 from typer.testing import CliRunner
 
 from spacy_bert_ner.annotate import annotate
-from spacy_bert_ner.cli import app
-from spacy_bert_ner.records import (
+from spacy_bert_ner.annotate.options import (
     AnnotateError,
     AnnotateOptions,
     RecordError,
     TruncatedInputError,
-    input_format,
 )
+from spacy_bert_ner.annotate.reading import input_format
+from spacy_bert_ner.cli import app
 
 TEXTS = [
     "john smith works for acme corp in paris .",
@@ -96,9 +96,11 @@ def test_bad_records_skipped_and_counted(nlp, tmp_path):
     )
     assert [(e.line, e.reason.split(":")[0].split(" (")[0]) for e in stats.skipped] == [
         (2, "invalid JSON"),
-        (3, 'expected a JSON object with a string "text" field.'),
+        (3, 'expected a JSON object with a string "text" field'),
         (4, "not valid UTF-8"),
     ]
+    assert stats.skipped[1].reason.endswith('(got no "text" field).')
+    assert stats.skipped[0].reason.endswith("(column 10, at '\"unclosed').")
     assert [ents(r) for r in read_jsonl(tmp_path / "out.jsonl")] == [EXPECTED[0], EXPECTED[4]]
 
 
@@ -378,7 +380,7 @@ from pathlib import Path
 import spacy, torch
 
 from spacy_bert_ner.annotate import annotate
-from spacy_bert_ner.records import AnnotateOptions
+from spacy_bert_ner.annotate.options import AnnotateOptions
 
 if __name__ == "__main__":
     pipeline, source, output, method = sys.argv[1:]
@@ -421,14 +423,14 @@ def test_n_process_2(nlp, pipeline_path, tmp_path, method):
 def test_input_read_error_is_not_a_pipeline_failure(nlp, tmp_path, monkeypatch):
     """An error reading the input propagates; it is not retried as a pipeline failure and does
     not end the run as if the input were complete."""
-    from spacy_bert_ner import records
+    from spacy_bert_ner.annotate import reading
 
     source = write_lines(tmp_path / "in.txt", TEXTS)
 
     def unreadable(path):
         raise PermissionError(f"{path}: permission denied")
 
-    monkeypatch.setattr(records, "open_input", unreadable)
+    monkeypatch.setattr(reading, "open_input", unreadable)
     with pytest.raises(PermissionError):
         annotate(nlp, source, tmp_path / "out.jsonl", AnnotateOptions(on_error="skip"))
 
@@ -437,8 +439,8 @@ def test_ray_driver_writes_lines_delivered_twice_once(tmp_path):
     """After a worker dies, Ray re-runs its batch, so rows the driver already wrote may come again:
     the Ray engine's driver loop (run here without Ray) writes each line once, counts the repeats,
     and counts the lines a restarted actor annotated."""
-    from spacy_bert_ner.ray_engine import write_rows
-    from spacy_bert_ner.records import AnnotatedOutput, ResumableWriter
+    from spacy_bert_ner.annotate.ray_engine import write_rows
+    from spacy_bert_ner.annotate.writers import AnnotatedOutput, ResumableWriter
 
     source = write_lines(tmp_path / "in.txt", ["a", "b", "c", "d"])
 
@@ -449,7 +451,7 @@ def test_ray_driver_writes_lines_delivered_twice_once(tmp_path):
     rows = [row(1), row(2), row(1, True), row(2, True), row(3, True, "invalid JSON."), row(4, True)]
     writer = ResumableWriter(tmp_path / "out.jsonl", False, input_path=source)
     output = AnnotatedOutput(writer, chunk_size=2, on_error="skip")
-    stats = output.run(lambda: (write_rows(rows, output, source), None))
+    stats = output.run(lambda: write_rows(rows, output, source))
     assert [r["text"] for r in read_jsonl(tmp_path / "out.jsonl")] == ["a", "b", "d"]
     assert (stats.docs, stats.redelivered, stats.restarted_lines) == (3, 2, 2)
     assert [(e.line, e.reason) for e in stats.skipped] == [(3, "invalid JSON.")]
@@ -462,7 +464,8 @@ def test_both_writers_share_one_interface(tmp_path):
     pytest.importorskip("pyarrow")
     import pyarrow.parquet
 
-    from spacy_bert_ner.records import Annotated, OutputWriter, open_writer
+    from spacy_bert_ner.annotate.outputs import Annotated
+    from spacy_bert_ner.annotate.writers import OutputWriter, open_writer
 
     source = write_lines(tmp_path / "in.txt", ["x", "y"])
     chunk = [Annotated(2, json.dumps({"text": "y", "entities": []}))]

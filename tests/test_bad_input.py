@@ -146,6 +146,101 @@ def test_analyze_has_the_flags_its_messages_suggest(pipeline_path, tmp_path):
     assert result.exit_code == 1 and "Can't load the pipeline" in result.output
 
 
+@pytest.mark.parametrize(
+    "line,pattern",
+    [
+        # A JSON escape of half a surrogate pair decodes to no character, which no UTF-8 file holds.
+        ('{"text": "a \\ud800 b"}', r'x.jsonl:2: the "text" has a lone surrogate \'\\ud800\''),
+        (
+            '{"text": "a b", "spans": [{"start": 0, "end": 1, "label": "\\udc80"}]}',
+            r"x.jsonl:2: the label of span \[0, 1\] has a lone surrogate",
+        ),
+        ("[" * 100_000 + "]" * 100_000, r"x.jsonl:2: the JSON is nested too deeply"),
+        (
+            '{"text": "x", "meta": ' + '{"a": ' * 100_000 + "1" + "}" * 100_001,
+            r"x.jsonl:2: the JSON is nested too deeply",
+        ),
+        (
+            '{"text": "Paris", "spans": [{"start": 0, "end": 5, "label": "LOC\\u00a0"}]}',
+            r"x.jsonl:2: invalid label 'LOC\\xa0' on span \[0, 5\] \(it ends in U\+00A0 NO-BREAK",
+        ),
+        (
+            '{"text": "Paris", "spans": [{"start": 0, "end": 5, "label": "O"}]}',
+            r"x.jsonl:2: the entity label 'O' is not an entity type",
+        ),
+    ],
+)
+def test_jsonl_encoding_nesting_and_labels_are_located(tmp_path, line, pattern):
+    """Every bad record is named by file and line, with invisible characters escaped and named:
+    a lone surrogate (it failed when the DocBin was written, naming nothing), 100,000 levels of
+    nesting (a RecursionError), a label with a no-break space, the label O."""
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"text": "fine"}\n' + line + "\n", encoding="utf8")
+    with pytest.raises(ConversionError, match=pattern):
+        words_and_ents(path)
+    result = invoke("convert", path, tmp_path / "x.spacy")
+    assert result.exit_code == 1 and "x.jsonl:2:" in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "x.spacy").exists()
+
+
+@pytest.mark.parametrize(
+    "text,pattern",
+    [
+        # An NBSP inside a word splits the columns as a space does: named, and shown escaped.
+        (
+            "New\u00a0York B-LOC\n",
+            r"x.conll:1: unknown column layout: 3 columns in 'New\\xa0York B-LOC' \(U\+00A0 "
+            r"NO-BREAK SPACE at column 4\)",
+        ),
+        (
+            "John NNP B-NP B-PER\nNew\u00a0York NNP B-NP B-LOC\n",
+            r"x.conll:2: malformed line: 5 columns, but line 1 has 4: 'New\\xa0York NNP B-NP "
+            r"B-LOC' \(U\+00A0 NO-BREAK SPACE at column 4\)",
+        ),
+        # A trailing tab makes an empty last column.
+        (
+            "John\tB-PER\nSmith\tI-PER\t\n",
+            r"x.conll:2: malformed line: 3 columns, but line 1 has 2: 'Smith\\tI-PER\\t' \(it "
+            r"ends in a tab\)",
+        ),
+        ("John\t\n", r"x.conll:1: invalid tag '' in 'John\\t' \(it ends in a tab\)"),
+        (
+            "John B-PER\u200b\n",
+            r"x.conll:1: the entity label 'PER\\u200b' has a character nobody sees \(U\+200B "
+            r"ZERO WIDTH SPACE at column 4\)",
+        ),
+        ("John B-O\nSmith I-O\n", r"x.conll:1: the entity label 'O' is not an entity type"),
+    ],
+)
+def test_conll_invisible_characters_and_label_o_are_named(tmp_path, text, pattern):
+    path = tmp_path / "x.conll"
+    path.write_text(text, encoding="utf8")
+    with pytest.raises(ConversionError, match=pattern):
+        words_and_ents(path)
+
+
+def test_labels_differing_in_case_are_warned_about(tmp_path):
+    """`PER` beside `per` trains two entity types: the CLI warns, naming where each was first."""
+    path = tmp_path / "x.conll"
+    path.write_text("John B-PER\nsaw O\n\nAnn B-per\n\nBob B-PER\n\nEve B-Per\n", encoding="utf8")
+    result = invoke("convert", path, tmp_path / "x.spacy")
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "x.conll:4: the label 'per' differs from 'PER' (first at " in output
+    assert "x.conll:1) only in case" in output
+    assert "x.conll:8: the label 'Per' differs from 'PER'" in output
+    assert output.count("differs from") == 2
+    jsonl = tmp_path / "y.jsonl"
+    records = [
+        {"text": "Ann", "spans": [{"start": 0, "end": 3, "label": label}]}
+        for label in ("LOC", "loc")
+    ]
+    jsonl.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf8")
+    result = invoke("convert", jsonl, tmp_path / "y.spacy")
+    assert result.exit_code == 0, result.output
+    assert "y.jsonl:2: the label 'loc' differs from 'LOC'" in " ".join(result.output.split())
+
+
 # --- Fuzzing: random bytes, JSONL records and CoNLL lines --------------------------------------
 
 # A few dozen fixed examples in CI; FUZZ_EXAMPLES=500 searches longer, with fresh random examples.

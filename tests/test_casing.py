@@ -155,6 +155,14 @@ def test_registered_and_checked():
         build_casing_features(**{**SETTINGS, "rows": [100, 200]})
 
 
+def test_layers_of_another_structure_are_an_error():
+    """The parts of spaCy's layers are found by name: layers built otherwise fail when the
+    features are built, saying which layer is missing, not at the first batch."""
+    encode = MaxoutWindowEncoder(8, 1, 3, 1)
+    with pytest.raises(ValueError, match="MultiHashEmbed.v2 of this spaCy version has no single"):
+        casing.casing_features(Model("other", lambda model, X, is_train: (X, None)), encode)
+
+
 # The default casing features as spaCy's layers, as the factory's default config had them until
 # spacy_bert_ner.CasingFeatures.v1.
 DEFAULT = DEFAULT_MODEL["features"]

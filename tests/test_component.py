@@ -36,8 +36,10 @@ EXPECTED = {
     TEXTS[3]: [],
     TEXTS[4]: [("ahmed khan", "PER"), ("new york", "LOC"), ("peter", "PER")],
 }
+# The current model over spaCy's own tok2vec instead of the transformer's listener (the casing
+# features stay, as by default).
 HASH_EMBED_MODEL = {
-    "@architectures": "spacy_bert_ner.TokenClassifier.v1",
+    "@architectures": "spacy_bert_ner.TokenClassifier.v3",
     "hidden_width": 0,
     "tok2vec": {
         "@architectures": "spacy.HashEmbedCNN.v2",
@@ -143,17 +145,19 @@ def test_get_loss_on_untrained_batch(tiny_bert):
     numpy.testing.assert_allclose(numpy.concatenate(d_scores), probs - one_hot, atol=1e-6)
 
 
-@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
-def test_label_smoothing_is_torch_cross_entropy(tiny_bert, smoothing):
-    """The smoothed loss and its gradient with respect to the softmax's input are those of
-    torch's cross_entropy(label_smoothing=...); tokens without annotation still carry none."""
+def test_loss_is_torch_cross_entropy(tiny_bert):
+    """The loss and its gradient with respect to the softmax's input are those of torch's
+    cross_entropy over the annotated tokens (the reference computation); tokens without
+    annotation carry none. The loss is a sum over tokens, and very small probabilities are
+    floored (`decoding.MIN_PROB`) rather than giving an infinite loss."""
     import torch
+
+    from spacy_bert_ner.decoding import MIN_PROB
 
     nlp = build_nlp(tiny_bert)
     examples = make_examples(nlp, 4, 2)
     nlp.initialize(lambda: examples)
     ner = nlp.get_pipe("bert_ner")
-    ner.label_smoothing = smoothing
     docs = list(nlp.get_pipe("transformer").pipe([eg.predicted for eg in examples]))
     scores = ner.predict(docs)
     gold = numpy.asarray(ner._gold_tag_ids(examples))
@@ -163,20 +167,30 @@ def test_label_smoothing_is_torch_cross_entropy(tiny_bert, smoothing):
     logits = torch.tensor(numpy.log(numpy.concatenate(scores)), requires_grad=True)
     annotated = torch.tensor(gold >= 0)
     expected = torch.nn.functional.cross_entropy(
-        logits[annotated],
-        torch.tensor(gold[gold >= 0], dtype=torch.long),
-        reduction="sum",
-        label_smoothing=smoothing,
+        logits[annotated], torch.tensor(gold[gold >= 0], dtype=torch.long), reduction="sum"
     )
     expected.backward()
-    assert loss == pytest.approx(float(expected), rel=1e-5)
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
     numpy.testing.assert_allclose(numpy.concatenate(d_scores), logits.grad.numpy(), atol=1e-6)
+    # A gold tag given probability 0 costs -log(MIN_PROB), not infinity.
+    zero = [s.copy() for s in scores]
+    row = int(numpy.flatnonzero(gold >= 0)[0])
+    zero[0][row] = 0.0
+    zero[0][row, (gold[row] + 1) % zero[0].shape[1]] = 1.0
+    floored, _ = ner.get_loss(examples, zero)
+    others = expected.item() + torch.log_softmax(logits.detach(), dim=1)[row, gold[row]].item()
+    assert floored == pytest.approx(others - math.log(MIN_PROB), rel=1e-5)
 
 
-def test_label_smoothing_out_of_range_is_an_error(tiny_bert):
+def test_nan_loss_is_an_error(tiny_bert):
     nlp = build_nlp(tiny_bert)
-    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\), got 1.0"):
-        nlp.add_pipe("bert_ner", name="other", config={"label_smoothing": 1.0})
+    examples = make_examples(nlp, 2, 2)
+    nlp.initialize(lambda: examples)
+    ner = nlp.get_pipe("bert_ner")
+    docs = list(nlp.get_pipe("transformer").pipe([eg.predicted for eg in examples]))
+    scores = [numpy.full_like(s, numpy.nan) for s in ner.predict(docs)]
+    with pytest.raises(ValueError, match="NaN loss in 'bert_ner': lower the learning rate"):
+        ner.get_loss(examples, scores)
 
 
 def test_get_loss_ignores_missing_annotation(tiny_bert):

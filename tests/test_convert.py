@@ -1,4 +1,6 @@
 import json
+import os
+from functools import partial
 from pathlib import Path
 from typing import List, Tuple
 
@@ -294,3 +296,142 @@ def test_cli_refuses_odd_settings(tmp_path):
     hyphenated = write(tmp_path, "ok.txt", "Dune B-creative-work\n")
     docbin, _ = convert(hyphenated, spacy.blank("en"))
     assert ents_of(docbin.get_docs(spacy.blank("en").vocab)) == [[("Dune", "creative-work")]]
+
+
+# --- Bounded memory: streaming input, a directory of .spacy shards -----------------------------
+
+
+def docs_of(path: Path, nlp) -> List[Tuple[List[str], List[Tuple[int, int, str]], List[int]]]:
+    """Words, entities and sentence starts of every doc of a .spacy file or a directory of them,
+    read as spaCy's corpus reader reads them."""
+    from spacy.training import Corpus
+
+    return [
+        (
+            [t.text for t in eg.reference],
+            [(e.start, e.end, e.label_) for e in eg.reference.ents],
+            [t.i for t in eg.reference if t.is_sent_start],
+        )
+        for eg in Corpus(str(path))(nlp)
+    ]
+
+
+@pytest.mark.parametrize("n_sents", [1, 3, 0])
+def test_directory_output_is_the_same_corpus_in_shards(tmp_path, nlp, n_sents):
+    """A path without suffix gets a directory of .spacy shards of about --shard-size tokens,
+    which spaCy's Corpus reads as the same docs, in the same order, as the one-file output."""
+    text = to_conll(make_sentences(60, seed=1))
+    text += "-DOCSTART- -X- -X- O\n\n" + to_conll(make_sentences(30, seed=2)).split("\n\n", 1)[1]
+    source = write(tmp_path, "s.txt", text)
+    args = ["convert", str(source), "--n-sents", str(n_sents)]
+    result = CliRunner().invoke(app, [*args[:2], str(tmp_path / "one.spacy"), *args[2:]])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(
+        app,
+        [*args[:2], str(tmp_path / "shards"), *args[2:]]
+        + [
+            "--shard-size",
+            "50",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    shards = sorted(p.name for p in (tmp_path / "shards").iterdir())
+    assert len(shards) > 1 and shards[:2] == ["00000.spacy", "00001.spacy"]
+    assert f"in {len(shards)} .spacy files" in " ".join(result.output.split())
+    one = docs_of(tmp_path / "one.spacy", nlp)
+    assert docs_of(tmp_path / "shards", nlp) == one and len(one) > 1
+    sizes = [len(DocBin().from_disk(tmp_path / "shards" / name)) for name in shards]
+    tokens = [
+        sum(map(len, DocBin().from_disk(tmp_path / "shards" / n).get_docs(nlp.vocab)))
+        for n in shards
+    ]
+    assert sum(sizes) == len(one) and min(tokens[:-1]) >= 50
+    # A second run replaces the first one's shards (none left over to mix in).
+    result = CliRunner().invoke(app, ["convert", str(source), str(tmp_path / "shards")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["00000.spacy"]
+
+
+def test_failed_conversion_leaves_no_output_and_keeps_the_previous(tmp_path):
+    """An error half-way through writes nothing: no shard, no temporary left in the folder, and a
+    previous output stays as it was; a directory with other files in it is refused."""
+    runner = CliRunner()
+    good = write(tmp_path, "good.txt", to_conll(make_sentences(40, seed=3)))
+    bad = write(tmp_path, "bad.txt", to_conll(make_sentences(40, seed=3)) + "A B C\n")
+    result = runner.invoke(app, ["convert", str(bad), str(tmp_path / "out"), "--shard-size", "9"])
+    assert result.exit_code == 1 and "bad.txt:" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "good.txt"]
+    assert runner.invoke(app, ["convert", str(good), str(tmp_path / "out")]).exit_code == 0
+    before = (tmp_path / "out" / "00000.spacy").read_bytes()
+    result = runner.invoke(app, ["convert", str(bad), str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert (tmp_path / "out" / "00000.spacy").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    result = runner.invoke(app, ["convert", str(good), str(tmp_path / "out")])
+    assert result.exit_code == 1 and "holds other files than .spacy shards" in result.output
+
+
+def test_conll_from_a_fifo_without_docstart(tmp_path, nlp):
+    """A pipe is read once, completely (it is copied aside, since a file without -DOCSTART- lines
+    is read twice): every sentence, each its own doc."""
+    import threading
+
+    text = "\n\n".join(f"w{i} B-PER\nx O" for i in range(500)) + "\n"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(text, encoding="utf8"))
+    writer.start()
+    result = CliRunner().invoke(app, ["convert", str(fifo), str(tmp_path / "f.spacy")])
+    writer.join()
+    assert result.exit_code == 0, result.output
+    assert "500 docs, 500 sentences, 1000 tokens, 500 entities" in result.output
+
+
+def peak_memory(run) -> int:
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("file_format", ["conll", "jsonl"])
+def test_convert_memory_does_not_grow_with_the_input(tmp_path, file_format):
+    """Converting to a directory of shards holds one shard and the line being read: four times
+    the input, the same peak (the whole file, its tokens and all its docs were held before)."""
+    sentences = make_sentences(100, seed=5)
+    if file_format == "conll":
+        chunk = to_conll(sentences).split("\n\n", 1)[1]
+        make = lambda n: "-DOCSTART- -X- -X- O\n\n" + chunk * n  # noqa: E731
+    else:
+        records = [
+            json.dumps(
+                {
+                    "text": " ".join(words),
+                    "spans": [
+                        {
+                            "start": len(" ".join(words[:s])) + bool(s),
+                            "end": len(" ".join(words[:e])),
+                            "label": label,
+                        }
+                        for s, e, label in spans
+                    ],
+                }
+            )
+            for words, spans in sentences
+        ]
+        make = lambda n: "\n".join(records * n) + "\n"  # noqa: E731
+    peaks = []
+    for n in (1, 5, 20):  # the first run (imports, caches) unmeasured
+        source = write(tmp_path, f"in{n}.{file_format}", make(n))
+        output = tmp_path / f"out{n}"
+        args = ["convert", str(source), str(output), "--shard-size", "2000", "-n", "10"]
+        peaks.append(peak_memory(partial(CliRunner().invoke, app, args, catch_exceptions=False)))
+        assert len(list(output.iterdir())) >= n // 2
+    assert peaks[2] < 1.2 * peaks[1], peaks

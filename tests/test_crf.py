@@ -229,41 +229,97 @@ def test_crf_loss_is_what_the_component_trains_on(tiny_bert, rate_scale):
     numpy.testing.assert_allclose(ner._transitions(), layer.get_param("T") * rate_scale)
 
 
-def test_crf_with_label_smoothing_is_an_error(tiny_bert):
+def test_crf_with_teacher_weight_is_an_error(tiny_bert):
     from synthetic import make_examples
 
+    from spacy_bert_ner.distillation import TEACHER_KEY
+
     nlp = build_nlp(
-        tiny_bert, overrides={**CRF_OVERRIDES, "components.bert_ner.label_smoothing": 0.1}
+        tiny_bert, overrides={**CRF_OVERRIDES, "components.bert_ner.teacher_weight": 0.5}
     )
     examples = make_examples(nlp, 4, 0)
+    for eg in examples:
+        eg.reference.user_data[TEACHER_KEY] = {"tags": [], "probs": numpy.zeros((0, 0))}
     nlp.initialize(lambda: examples)
-    with pytest.raises(ValueError, match="label_smoothing"):
+    with pytest.raises(ValueError, match="has a CRF.*teacher_weight = 0.0, or crf = false"):
         nlp.update(examples)
 
 
-def test_v3_without_crf_is_v2():
-    from spacy.util import registry
+def small_tok2vec(width: int) -> dict:
+    return {
+        "@architectures": "spacy.HashEmbedCNN.v2",
+        "width": width,
+        "depth": 1,
+        "embed_size": 100,
+        "window_size": 1,
+        "maxout_pieces": 2,
+        "subword_features": False,
+        "pretrained_vectors": None,
+    }
 
-    from spacy_bert_ner.architectures import build_token_classifier_v2, build_token_classifier_v3
 
-    def tok2vec():
-        return registry.architectures.get("spacy.HashEmbedCNN.v2")(
-            width=8,
-            depth=1,
-            embed_size=100,
-            window_size=1,
-            maxout_pieces=2,
-            subword_features=False,
-            pretrained_vectors=None,
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_legacy_configs_resolve_and_load_pipelines_saved_by_them(version):
+    """Configs naming the superseded TokenClassifier versions (`legacy`) still build: a pipeline
+    saved with one loads from disk into the same config and predicts the same; v2's model is v3's
+    without a CRF (a v3 model's weights load into it)."""
+    import spacy
+    from spacy.training import Example
+
+    def pipeline(architecture: str):
+        model = {"@architectures": f"spacy_bert_ner.TokenClassifier.{architecture}"}
+        model["tok2vec"] = small_tok2vec(8)
+        if architecture != "v1":
+            model["features"] = None
+        nlp = spacy.blank("en")
+        nlp.add_pipe("bert_ner", config={"model": model})
+        return nlp
+
+    nlp = pipeline(version)
+    examples = [
+        Example.from_dict(
+            nlp.make_doc("anna lives in paris"), {"entities": ["U-PER", "O", "O", "U-LOC"]}
+        )
+    ]
+    fix_random_seed(0)
+    nlp.initialize(lambda: examples)
+    nlp.update(examples)
+    output_layer = nlp.get_pipe("bert_ner").model.get_ref("output_layer")
+    assert output_layer.name == "softmax"
+    loaded = pipeline(version).from_bytes(nlp.to_bytes())
+    text = "anna lives in berlin"
+    probs = nlp.get_pipe("bert_ner").predict([nlp.make_doc(text)])[0]
+    numpy.testing.assert_array_equal(
+        loaded.get_pipe("bert_ner").predict([loaded.make_doc(text)])[0], probs
+    )
+    if version == "v2":
+        v3 = pipeline("v3").from_bytes(nlp.to_bytes())
+        assert [n.name for n in v3.get_pipe("bert_ner").model.walk()] == [
+            n.name for n in nlp.get_pipe("bert_ner").model.walk()
+        ]
+        numpy.testing.assert_array_equal(
+            v3.get_pipe("bert_ner").predict([v3.make_doc(text)])[0], probs
         )
 
-    v2 = build_token_classifier_v2(tok2vec(), tok2vec())
-    v3 = build_token_classifier_v3(tok2vec(), tok2vec())
-    assert [node.name for node in v3.walk()] == [node.name for node in v2.walk()]
-    assert not v3.has_ref("transitions")
-    with_crf = build_token_classifier_v3(tok2vec(), tok2vec(), crf=True)
+
+def test_v3_with_crf_adds_the_transitions():
+    from spacy.util import registry
+
+    def build(**settings):
+        return registry.resolve(
+            {
+                "model": {
+                    "@architectures": "spacy_bert_ner.TokenClassifier.v3",
+                    "tok2vec": small_tok2vec(8),
+                    **settings,
+                }
+            }
+        )["model"]
+
+    assert not build().has_ref("transitions")
+    with_crf = build(crf=True)
     assert with_crf.get_ref("transitions").name == "crf_transitions"
-    assert set(v2.ref_names) < set(with_crf.ref_names)
+    assert set(build().ref_names) < set(with_crf.ref_names)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -131,8 +131,8 @@ def test_check_scheme_error_lists_choices(bad):
     assert "'BIO'" in message and "'BILUO'" in message
 
 
-@pytest.mark.parametrize("decoder", DECODERS)
-def test_check_decoder_accepts(decoder):
+@pytest.mark.parametrize("decoder", ["viterbi", "greedy"])
+def test_check_decoder_accepts_the_documented_decoders(decoder):
     assert check_decoder(decoder) == decoder
 
 

@@ -13,8 +13,8 @@ from util import build_nlp, train
 
 from spacy_bert_ner.augmenters import create_context_mix
 from spacy_bert_ner.cli import app
-from spacy_bert_ner.distillation import TEACHER_KEY, DistillError, add_teacher_targets
-from spacy_bert_ner.pipeline_component import teacher_rows
+from spacy_bert_ner.distillation import TEACHER_KEY, DistillError, add_teacher_targets, teacher_rows
+from spacy_bert_ner.loss import mixed_targets, soft_target_loss
 
 
 def soft_rows(rng: numpy.random.Generator, n: int, n_tags: int) -> numpy.ndarray:
@@ -34,8 +34,8 @@ def scored(tiny_bert):
     return nlp, ner, examples, ner.predict(docs)
 
 
-@pytest.mark.parametrize("weight,smoothing", [(0.5, 0.0), (0.3, 0.1), (1.0, 0.0)])
-def test_teacher_loss_is_cross_entropy_against_the_mixed_target(scored, weight, smoothing):
+@pytest.mark.parametrize("weight", [0.5, 0.3, 1.0])
+def test_teacher_loss_is_cross_entropy_against_the_mixed_target(scored, weight):
     """With teacher probabilities on some tokens, the loss and gradient are torch's
     cross-entropy against (1 - w) * gold + w * teacher there, the gold tag elsewhere, w * teacher
     where the gold tag is missing, and nothing where neither is known."""
@@ -48,35 +48,32 @@ def test_teacher_loss_is_cross_entropy_against_the_mixed_target(scored, weight, 
     gold[::5] = -1
     teacher = soft_rows(rng, len(gold), n_tags)
     teacher[::3] = numpy.nan  # tokens without teacher probabilities
-    ner.teacher_weight, ner.label_smoothing = weight, smoothing
-    try:
-        loss, d_scores = ner._target_loss(ner._targets(gold, teacher), scores)
-    finally:
-        ner.teacher_weight, ner.label_smoothing = 0.0, 0.0
+    loss, d_probs = soft_target_loss(
+        numpy.concatenate(scores), mixed_targets(gold, teacher, weight)
+    )
     target = numpy.zeros((len(gold), n_tags), dtype="float32")
     for i, tag in enumerate(gold):
         if tag >= 0:
-            target[i] = smoothing / n_tags
-            target[i, tag] += 1 - smoothing
+            target[i, tag] = 1.0
         if not numpy.isnan(teacher[i, 0]):
             target[i] = (1 - weight) * target[i] + weight * teacher[i]
     logits = torch.tensor(numpy.log(numpy.concatenate(scores)), requires_grad=True)
     expected = -(torch.tensor(target) * torch.log_softmax(logits, dim=1)).sum()
     expected.backward()
     assert loss == pytest.approx(expected.item(), rel=1e-5)
-    numpy.testing.assert_allclose(numpy.concatenate(d_scores), logits.grad.numpy(), atol=1e-6)
+    numpy.testing.assert_allclose(d_probs, logits.grad.numpy(), atol=1e-6)
 
 
 def test_without_teacher_rows_the_target_loss_is_the_gold_loss(scored):
     nlp, ner, examples, scores = scored
     gold = ner._gold_tag_ids(examples)
     no_teacher = numpy.full((len(gold), len(ner.tags)), numpy.nan, dtype="float32")
-    loss, d_scores = ner._target_loss(ner._targets(gold, no_teacher), scores)
+    loss, d_probs = soft_target_loss(
+        numpy.concatenate(scores), mixed_targets(gold, no_teacher, 0.5)
+    )
     plain_loss, plain_d = ner.get_loss(examples, scores)
     assert loss == pytest.approx(plain_loss, rel=1e-6)
-    numpy.testing.assert_allclose(
-        numpy.concatenate(d_scores), numpy.concatenate(plain_d), atol=1e-7
-    )
+    numpy.testing.assert_allclose(d_probs, numpy.concatenate(plain_d), atol=1e-7)
 
 
 def test_get_loss_reads_the_targets_from_the_reference_docs(scored):
@@ -96,7 +93,7 @@ def test_get_loss_reads_the_targets_from_the_reference_docs(scored):
     ner.teacher_weight = 0.5
     try:
         loss, _ = ner.get_loss(taught, scores)
-        expected, _ = ner._target_loss(ner._targets(gold, teacher), scores)
+        expected, _ = soft_target_loss(numpy.concatenate(scores), mixed_targets(gold, teacher, 0.5))
     finally:
         ner.teacher_weight = 0.0
     assert loss == pytest.approx(expected, rel=1e-6)

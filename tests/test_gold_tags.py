@@ -12,7 +12,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 
 from spacy_bert_ner.decoding import biluo_to_scheme, make_tags
-from spacy_bert_ner.pipeline_component import _align_by_characters, gold_tag_ids
+from spacy_bert_ner.gold import _align_by_characters, gold_tag_ids
 
 NLP = spacy.blank("en")
 LABELS = ("LOC", "PER")

@@ -95,3 +95,96 @@ def test_batched_pooling_equals_spacy_transformers(pipeline_path: Path, pooling:
         numpy.testing.assert_allclose(
             a.model_output.last_hidden_state, b.model_output.last_hidden_state, rtol=1e-6
         )
+
+
+@pytest.mark.parametrize("pooling", ["reduce_mean.v1", "reduce_first.v1", "reduce_max.v1"])
+def test_prediction_in_groups_and_chunks_equals_one_gather(
+    pipeline_path: Path, pooling: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prediction pools groups of docs, and a long doc a chunk of tokens at a time: the vectors of
+    one gather over the whole batch (the training pass), with small groups and chunks (a doc
+    split over several chunks, docs grouped and alone, an empty doc, a doc without word pieces,
+    whitespace and control-character tokens)."""
+    import numpy
+    from spacy.util import registry
+
+    from spacy_bert_ner import listener
+
+    nlp = spacy.load(pipeline_path)
+    texts = ["", TEXT, "acme  corp \n paris", " ".join([TEXT] * 40), "john \x07 smith", "\x00"]
+    if pooling != "reduce_mean.v1":  # as upstream, these need a word piece in every token
+        texts[2], texts[4] = "acme corp paris", "john smith"
+    trf_datas = [doc._.trf_data for doc in nlp.pipe(texts)]
+    layer = listener.trfs2arrays(registry.get("layers", pooling)(), 1.0)
+    expected, _ = layer.begin_update(trf_datas)
+    monkeypatch.setattr(listener, "POOL_ROWS", 200)
+    monkeypatch.setattr(listener, "POOL_TOKENS", 7)
+    predicted = layer.predict(trf_datas)
+    assert [Y.shape for Y in predicted] == [Y.shape for Y in expected]
+    for a, b in zip(predicted, expected):
+        numpy.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="no backward pass"):
+        layer(trf_datas, is_train=False)[1](predicted)
+
+
+def test_long_document_prediction_memory_is_bounded(
+    pipeline_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long doc's prediction through the listener copies a chunk of its word pieces at a time,
+    not all of them (a 1M-character doc's are 0.9 GB with MiniLM): the listener's peak
+    allocation stays near its output, well below the size of the doc's word-piece vectors
+    (chunks of 1,024 tokens here, as the tiny BERT's vectors are small)."""
+    import tracemalloc
+
+    from spacy.util import registry
+
+    from spacy_bert_ner import listener
+    from spacy_bert_ner.listener import trfs2arrays
+
+    monkeypatch.setattr(listener, "POOL_TOKENS", 1024)
+    nlp = spacy.load(pipeline_path)
+    trf_data = nlp(" ".join([TEXT] * 2000))._.trf_data  # 18,000 tokens, 188 windows
+    hidden = trf_data.model_output["last_hidden_state"]
+    layer = trfs2arrays(registry.get("layers", "reduce_mean.v1")(), 1.0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        (pooled,) = layer.predict([trf_data])
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert len(pooled) == 18_000 and hidden.shape[0] > 150
+    # One gather over a copy of all word pieces peaks above hidden.nbytes + pooled.nbytes.
+    assert peak < pooled.nbytes + hidden.nbytes / 2, (peak, pooled.nbytes, hidden.nbytes)
+
+
+def test_long_document_predicted_in_chunks_as_in_one_pass(
+    pipeline_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bert_ner's prediction pools the listener's tokens and runs the casing features' window
+    encoder a chunk at a time (listener.POOL_TOKENS, casing.PREDICT_ROWS): with small chunks, a
+    long doc gets the casing features, scores and entities of one chunk."""
+    import numpy
+
+    from spacy_bert_ner import casing, listener
+
+    nlp = spacy.load(pipeline_path)
+    text = " ".join([TEXT, "John Smith  and\n\nParis ."] * 30)
+    monkeypatch.setattr(listener, "POOL_TOKENS", 10**9)
+    monkeypatch.setattr(casing, "PREDICT_ROWS", 10**9)
+    one_pass = nlp(text)
+    features = nlp.get_pipe("bert_ner").model.get_ref("features")
+    expected = features.predict([one_pass])
+    scores = nlp.get_pipe("bert_ner").predict([one_pass])
+    monkeypatch.setattr(listener, "POOL_TOKENS", 5)
+    monkeypatch.setattr(casing, "PREDICT_ROWS", 7)
+    chunked = nlp(text)
+    assert len(chunked) > 7 * 30
+    numpy.testing.assert_allclose(features.predict([chunked])[0], expected[0], rtol=1e-5, atol=1e-6)
+    numpy.testing.assert_allclose(
+        nlp.get_pipe("bert_ner").predict([chunked])[0], scores[0], rtol=1e-5, atol=1e-6
+    )
+    assert [(e.start, e.end, e.label_) for e in chunked.ents] == [
+        (e.start, e.end, e.label_) for e in one_pass.ents
+    ]
+    assert one_pass.ents

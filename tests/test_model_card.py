@@ -10,8 +10,8 @@ from spacy.cli.package import generate_readme
 from typer.testing import CliRunner
 
 from spacy_bert_ner.cli import app
-from spacy_bert_ner.model_card import describe_device, encoder_lowercases, model_card_meta
-from spacy_bert_ner.workflow_files import format_duration
+from spacy_bert_ner.workflow.files import format_duration
+from spacy_bert_ner.workflow.model_card import describe_device, encoder_lowercases, model_card_meta
 
 ROOT = Path(__file__).parent.parent
 TEST_SCORES = {
@@ -93,7 +93,7 @@ def test_model_card_meta_and_readme(uncased_encoder: str, tmp_path: Path) -> Non
     assert meta["performance"]["ents_f"] == 0.847
     assert meta["performance"]["transformer_loss"] == 1.0
     assert meta["sources"][0] == {"name": f"encoder: {uncased_encoder}"}
-    assert meta["sources"][1] == {"name": "train data: data/train.txt"}
+    assert meta["sources"][1] == {"name": "train data: train.txt"}
     assert "uncased transformer encoder" in meta["description"]
     assert "BILUO tags" in meta["description"] and "Test entity F1 84.70" in meta["description"]
     notes = meta["notes"]
@@ -102,12 +102,16 @@ def test_model_card_meta_and_readme(uncased_encoder: str, tmp_path: Path) -> Non
     assert "| **all** | 90.00 | 80.00 | 84.70 |" in notes
     assert "Dev entity F1: 93.00." in notes
     assert "2,912 words/s (`spacy evaluate` on the test set, CPU (x86_64, 2 cores" in notes
-    assert "400 steps in 3 epochs, 1 h 2 min" in notes
-    assert "best dev entity F1 during training 91.00 at step 200" in notes
+    # A log without the run's last line (v1) says what its evaluations show, as a lower bound.
+    assert (
+        "at least 401 updates in 3 epochs (the log ends at its last evaluation), "
+        "2 dev evaluations, 1 h 2 min" in notes
+    )
+    assert "the checkpoint after update 201, dev entity F1 91.00 during training" in notes
     assert "```bash\npython -m spacy train configs/bert_ner.cfg --output training" in notes
     assert "only through the casing features" in notes
     assert "No nested or overlapping entities" in notes
-    assert "Trained on data/train.txt only" in notes and "English news" not in notes
+    assert "Trained on train.txt only" in notes and "English news" not in notes
 
     readme = generate_readme(meta)  # what `spacy package` writes as the package's README
     assert readme.startswith(meta["description"])
@@ -116,16 +120,16 @@ def test_model_card_meta_and_readme(uncased_encoder: str, tmp_path: Path) -> Non
 
 
 def test_model_card_names_data_files_without_local_folders(uncased_encoder: str, tmp_path: Path):
-    """An absolute data path is this machine's: the card names the file (a relative one, as the
-    project's vars give it, stays)."""
+    """A data folder is this machine's, absolute or relative (`../data/test.txt`, as the README's
+    own-data recipe gives it): the card names the file."""
     model = write_model(tmp_path / "model-best", uncased_encoder)
-    data = {"train": str(tmp_path / "tweets_train.jsonl"), "test": "data/test.txt"}
+    data = {"train": str(tmp_path / "tweets_train.jsonl"), "test": "../data/test.txt"}
     meta = model_card_meta(
         model, TEST_SCORES, log(), name="n", version="1", data=data, device="CPU"
     )
     assert meta["sources"][1:] == [
         {"name": "train data: tweets_train.jsonl"},
-        {"name": "test data: data/test.txt"},
+        {"name": "test data: test.txt"},
     ]
     assert str(tmp_path / "tweets_train.jsonl") not in json.dumps(meta)
     assert "Trained on tweets_train.jsonl only" in meta["notes"]
@@ -175,7 +179,7 @@ def test_package_meta_cli(uncased_encoder: str, tmp_path: Path) -> None:
     meta = json.loads(output.read_text())
     assert meta["performance"]["ents_f"] == 0.847
     assert "python -m spacy train x.cfg" in meta["notes"] and ", 1 min from" not in meta["notes"]
-    assert "400 steps in 3 epochs, 1 min;" in meta["notes"]
+    assert "at least 401 updates in 3 epochs (the log ends at" in meta["notes"]
     assert "words/s (`spacy evaluate` on the test set, CPU" in meta["notes"]
 
 
@@ -204,3 +208,39 @@ def test_package_meta_cli_names_bad_inputs(uncased_encoder: str, tmp_path: Path)
 )
 def test_training_time_in_words(seconds: Any, words: str) -> None:
     assert format_duration(seconds) == words
+
+
+@pytest.mark.parametrize(
+    "run,said",
+    [
+        (
+            {"updates": 450, "epochs": 3, "stopped_by": "max_epochs", "best_step": 449},
+            "450 updates in 3 epochs (stopped by max_epochs), 3 dev evaluations, 1 h 2 min",
+        ),
+        (
+            {"updates": 450, "epochs": 1.5, "stopped_by": "max_steps", "best_step": 449},
+            "450 updates in 1.5 epochs (stopped by max_steps), 3 dev evaluations, 1 h 2 min",
+        ),
+        (
+            {"updates": 1, "epochs": 0.01, "stopped_by": "max_steps", "best_step": 449},
+            "1 updates in 0.01 epochs (stopped by max_steps), 3 dev evaluations, 1 h 2 min",
+        ),
+    ],
+)
+def test_model_card_says_how_long_the_run_was(uncased_encoder, tmp_path, run, said):
+    """A JSONLLogger.v2 log ends with the run's length, and a final evaluation when the last
+    update was not a multiple of eval_frequency: the card states both, for any run length."""
+    train_log = log()
+    final = {"epoch": 2, "losses": {}, "step": 449, "score": 0.92, "scores": {"ents_f": 0.92}}
+    train_log["evaluations"].append({**final, "final": True})
+    meta = model_card_meta(
+        write_model(tmp_path / "model", uncased_encoder),
+        TEST_SCORES,
+        {**train_log, **run},
+        name="bert_ner",
+        version="0.1.0",
+        data={"train": "data/train.txt"},
+        device="CPU",
+    )
+    assert said in meta["notes"]
+    assert "the checkpoint after update 450, dev entity F1 92.00 during training" in meta["notes"]

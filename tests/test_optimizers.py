@@ -11,7 +11,7 @@ from synthetic import make_examples
 from thinc.api import Adam, fix_random_seed
 from util import CONFIG_PATH, build_nlp
 
-from spacy_bert_ner import optimizers
+from spacy_bert_ner import multi_tensor, optimizers
 from spacy_bert_ner.optimizers import HeadScaledAdam, is_pretrained_param
 
 LEARN_RATE = 1e-3
@@ -31,8 +31,7 @@ def make_optimizer(head_lr_scale: float):
 
 def encoder_params(nlp) -> Dict[str, torch.nn.Parameter]:
     """The transformer's PyTorch parameters, by name."""
-    shim = next(shim for node in nlp.get_pipe("transformer").model.walk() for shim in node.shims)
-    return dict(shim._model.named_parameters())
+    return dict(nlp.get_pipe("transformer").model.transformer.named_parameters())
 
 
 def snapshot(nlp) -> Dict[str, numpy.ndarray]:
@@ -96,11 +95,10 @@ def test_project_config_trains_the_head_faster():
 def all_weights(nlp) -> Dict[str, numpy.ndarray]:
     """Every parameter of the pipeline: the encoder's (by name) and the thinc layers' (by node)."""
     weights = {}
+    for key, param in encoder_params(nlp).items():
+        weights[f"transformer:{key}"] = param.detach().numpy().copy()
     for name, proc in nlp.pipeline:
         for i, node in enumerate(proc.model.walk()):
-            for shim in node.shims:
-                for key, param in shim._model.named_parameters():
-                    weights[f"{name}:{key}"] = param.detach().numpy().copy()
             for key in node.param_names:
                 if node.has_param(key):
                     weights[f"{name}:{i}:{node.name}:{key}"] = numpy.array(node.get_param(key))
@@ -108,10 +106,16 @@ def all_weights(nlp) -> Dict[str, numpy.ndarray]:
 
 
 def train_three_steps(tiny_bert, path: str, monkeypatch) -> Dict[str, numpy.ndarray]:
-    """Three updates of the tiny pipeline, the optimizer step taken by `path`: "fused" (the
-    default: update_all with torch's fused AdamW kernel), "foreach" (update_all with multi-tensor
-    operations, where torch has no fused kernel) or "thinc" (thinc's Adam, parameter by
-    parameter)."""
+    """Three updates of the tiny pipeline, the optimizer step taken by `path`:
+    - "fused" (the default: update_all, with torch's fused Adam kernel),
+    - "unfused" (update_all where torch has no fused kernel for the tensors, or an old torch none
+      on CPU: torch's per-tensor Adam),
+    - "no-foreach" (update_all where torch lacks the private multi-tensor functions: the same
+      arithmetic tensor by tensor),
+    - "no-shim-access" (update_all where thinc's PyTorchShim does not expose its PyTorch model:
+      the shim updates the encoder itself, parameter by parameter, through thinc's public
+      `finish_update`),
+    - "thinc" (thinc's Adam, parameter by parameter, for everything)."""
     nlp = build_nlp(tiny_bert)
     fix_random_seed(0)
     examples = make_examples(nlp, 8, 0)
@@ -125,34 +129,46 @@ def train_three_steps(tiny_bert, path: str, monkeypatch) -> Dict[str, numpy.ndar
     nlp.initialize(lambda: examples, sgd=optimizer)
     fused_calls = []
     with monkeypatch.context() as patch:
-        if path == "foreach":
-            patch.setattr(optimizers, "FUSED_DEVICES", ())
+        if path == "unfused":
+            patch.setattr(multi_tensor, "FUSED_DEVICES", ())
+        if path == "no-foreach":
+            # What `hasattr(torch, "_foreach_...")` gives on a torch without them (torch's own
+            # Adam still uses them internally here).
+            patch.setattr(multi_tensor, "FOREACH", False)
+        if path == "no-shim-access":
+            patch.setattr(optimizers, "torch_parts", lambda shim: None)
         if path == "thinc":
             patch.setattr(HeadScaledAdam, "can_update_all", property(lambda self: False))
-        fused = torch._fused_adamw_
+        adam = multi_tensor.functional_adam
 
         def counted(*args, **kwargs):
-            fused_calls.append(1)
-            return fused(*args, **kwargs)
+            fused_calls.append(kwargs["fused"])
+            return adam(*args, **kwargs)
 
-        patch.setattr(torch, "_fused_adamw_", counted)
+        patch.setattr(multi_tensor, "functional_adam", counted)
         for _ in range(3):
             nlp.update(examples, sgd=optimizer, drop=0.0)
     # Which path ran: update_all keeps its moments as torch tensors, thinc in mom1/mom2.
+    encoder_keys = [key for key in optimizer.mom1 if is_pretrained_param(key)]
     assert bool(optimizer._moments) == (path != "thinc")
-    assert bool(optimizer.mom1) == (path == "thinc")
-    assert bool(fused_calls) == (path == "fused")
+    assert bool(optimizer.mom1) == (path in ("thinc", "no-shim-access"))
+    assert bool(encoder_keys) == (path in ("thinc", "no-shim-access"))
+    assert any(fused_calls) == (path not in ("thinc", "unfused"))
+    if path == "unfused":
+        assert fused_calls and not any(fused_calls)
     return all_weights(nlp)
 
 
-@pytest.mark.parametrize("path", ["fused", "foreach"])
+@pytest.mark.parametrize("path", ["fused", "unfused", "no-foreach", "no-shim-access"])
 def test_update_all_is_thinc_adam(tiny_bert, monkeypatch, path):
-    """One step over all parameters (fused, or multi-tensor) updates them as thinc's Adam, called
-    once per parameter, does: with clipping, weight decay and the head's own learning rate."""
+    """One step over all parameters (whichever torch and thinc functions it can use) updates
+    them as thinc's Adam, called once per parameter, does: with clipping, weight decay and the
+    head's own learning rate."""
     together = train_three_steps(tiny_bert, path, monkeypatch)
     one_by_one = train_three_steps(tiny_bert, "thinc", monkeypatch)
     assert together.keys() == one_by_one.keys()
-    assert any(":encoder." in key for key in together) and any(":W" in key for key in together)
+    assert any("transformer:encoder." in key for key in together)
+    assert any(":W" in key for key in together)
     for key, weights in one_by_one.items():
         # Within 0.1% of one step at the parameter's learning rate (rounding differs where a
         # gradient is near 0, which Adam divides by its own size).
@@ -160,6 +176,64 @@ def test_update_all_is_thinc_adam(tiny_bert, monkeypatch, path):
         numpy.testing.assert_allclose(
             together[key], weights, rtol=1e-5, atol=1e-3 * learn_rate, err_msg=key
         )
+
+
+def test_multi_tensor_operations_equal_their_per_tensor_fallbacks(monkeypatch):
+    """Each multi-tensor operation gives the same numbers with torch's private `_foreach_*`
+    functions and with the public per-tensor methods used where torch lacks them."""
+    rng = numpy.random.default_rng(0)
+
+    def tensors():
+        return [torch.tensor(rng.normal(size=shape).astype("float32")) for shape in [(3, 2), (5,)]]
+
+    def run(foreach: bool, inputs):
+        monkeypatch.setattr(multi_tensor, "FOREACH", foreach)
+        a, b = [[t.clone() for t in ts] for ts in inputs]
+        multi_tensor.clip_gradients(a, 1.5)
+        multi_tensor.scale_(a, 0.9)
+        multi_tensor.scale_(b, [2.0, 3.0])
+        multi_tensor.scale_(b, list(torch.tensor([0.5, 0.25]).unbind(0)))
+        multi_tensor.lerp_(a, b, 0.25)
+        zeroed = [t.clone() for t in b]
+        multi_tensor.zero_(zeroed)
+        return a + b + zeroed
+
+    inputs = [tensors(), tensors()]
+    for ours, public in zip(run(True, inputs), run(False, inputs)):
+        torch.testing.assert_close(ours, public, rtol=1e-6, atol=1e-7)
+
+
+def test_fused_kernel_follows_the_torch_version():
+    """The fused Adam kernel runs on CPU from torch 2.4 (before, on CUDA only)."""
+    assert ("cpu" in multi_tensor.FUSED_DEVICES) == (multi_tensor._torch_version() >= (2, 4))
+    assert "cuda" in multi_tensor.FUSED_DEVICES
+
+
+def test_registered_defaults_are_the_configs():
+    """The registered functions of the training config, called without a setting, use the value
+    configs/bert_ner.cfg gives it (a user who builds one outside the config trains the same)."""
+    import inspect
+
+    from spacy_bert_ner.augmenters import create_context_mix
+    from spacy_bert_ner.schedules import epochs_for_corpus, warmup_linear
+
+    config = load_config(CONFIG_PATH, interpolate=False)
+    training = config["training"]
+    for function, section in [
+        (optimizers.make_head_scaled_adam, training["optimizer"]),
+        (optimizers.make_layer_decayed_adam, training["optimizer"]),
+        (epochs_for_corpus, training["max_epochs"]),
+        (warmup_linear, training["optimizer"]["learn_rate"]),
+        (create_context_mix, config["corpora"]["train"]["augmenter"]),
+    ]:
+        defaults = {
+            name: parameter.default
+            for name, parameter in inspect.signature(function).parameters.items()
+            if parameter.default is not inspect.Parameter.empty
+        }
+        for name, value in section.items():
+            if name in defaults and not isinstance(value, (dict, str)):
+                assert defaults[name] == value, (function.__name__, name)
 
 
 def test_update_all_runs_for_adamw_only(monkeypatch):
@@ -280,7 +354,9 @@ def thinc_average(steps):
     return average
 
 
-def test_v2_evaluates_with_the_averages_of_the_encoder_too(tiny_bert):
+@pytest.mark.parametrize("foreach", [True, False])
+def test_v2_evaluates_with_the_averages_of_the_encoder_too(tiny_bert, monkeypatch, foreach):
+    monkeypatch.setattr(multi_tensor, "FOREACH", foreach)
     nlp, optimizer, history = averaged_training(tiny_bert, "v2")
     # The encoder's first step comes in the second update (see encoder_steps).
     expected = {

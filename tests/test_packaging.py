@@ -1,59 +1,23 @@
 """Installed metadata (spaCy entry points) and offline encoder resolution."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import zipfile
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 from spacy_transformers.span_getters import configure_strided_spans
+from util import fresh_environment
 
 from spacy_bert_ner import encoders
 from spacy_bert_ner.architectures import build_transformer_model
 from spacy_bert_ner.encoders import EMBEDDED_ENCODER, embedded_encoder_path, resolve_encoder
 from spacy_bert_ner.transformer_model import FastTransformerModel
-
-EXPECTED_ENTRY_POINTS = {
-    "spacy_factories": {"bert_ner": "spacy_bert_ner.pipeline_component:make_bert_ner"},
-    "spacy_architectures": {
-        "spacy_bert_ner.TokenClassifier.v1": "spacy_bert_ner.architectures:build_token_classifier",
-        "spacy_bert_ner.TokenClassifier.v2": (
-            "spacy_bert_ner.architectures:build_token_classifier_v2"
-        ),
-        "spacy_bert_ner.TokenClassifier.v3": (
-            "spacy_bert_ner.architectures:build_token_classifier_v3"
-        ),
-        "spacy_bert_ner.TransformerModel.v1": (
-            "spacy_bert_ner.architectures:build_transformer_model"
-        ),
-    },
-    "spacy_scorers": {"spacy_bert_ner.ner_scorer.v1": "spacy_bert_ner.scorer:make_ner_scorer"},
-    "thinc_optimizers": {
-        "spacy_bert_ner.Adam.v1": "spacy_bert_ner.optimizers:make_head_scaled_adam",
-        "spacy_bert_ner.Adam.v2": "spacy_bert_ner.optimizers:make_layer_decayed_adam",
-    },
-    "thinc_schedules": {
-        "spacy_bert_ner.warmup_linear.v1": "spacy_bert_ner.schedules:warmup_linear"
-    },
-    "spacy_misc": {
-        "spacy_bert_ner.epochs_for_corpus.v1": "spacy_bert_ner.schedules:epochs_for_corpus"
-    },
-    "spacy_loggers": {"spacy_bert_ner.JSONLLogger.v1": "spacy_bert_ner.loggers:make_jsonl_logger"},
-}
-
-
-@pytest.mark.parametrize("group", sorted(EXPECTED_ENTRY_POINTS))
-def test_entry_points(group):
-    found = {ep.name: ep for ep in entry_points(group=group)}
-    for name, value in EXPECTED_ENTRY_POINTS[group].items():
-        assert name in found, f"{name} missing from {group}"
-        assert found[name].value == value
-        assert found[name].dist is not None and found[name].dist.name == "spacy-bert-ner"
-        assert callable(found[name].load())
 
 
 def test_factory_found_through_entry_points_in_fresh_process(tmp_path):
@@ -152,34 +116,56 @@ def test_transformer_architecture_uses_resolved_name():
     assert Path(model.attrs["name"], "config.json").is_file()
 
 
-def test_wheel_holds_every_module(tmp_path):
-    """A regular (not editable) install gets the subpackages too: the wheel once left out
-    spacy_bert_ner/evaluation, so `analyze` and the benchmarks failed to import when installed."""
+ENTRY_POINT_CHECK = """
+import configparser, importlib, json, sys
+from importlib.metadata import distribution
+from spacy.util import registry
+
+dist = distribution("spacy-bert-ner")
+wrong = []
+for ep in dist.entry_points:
+    func = ep.load()
+    found = getattr(registry, ep.group.split("_", 1)[1]).get(ep.name)
+    if found is not func:
+        wrong.append(ep.name)
+module = importlib.import_module("spacy_bert_ner")
+print(json.dumps({"n": len(dist.entry_points), "wrong": wrong, "file": module.__file__}))
+"""
+
+
+def test_sdist_and_wheel_install_into_a_fresh_environment(tmp_path):
+    """The release artifacts: an sdist and a wheel built from a copy of the sources (so that the
+    build's egg-info does not land in the checkout), the wheel installed into an environment
+    without this repository, where every entry point it declares loads the function registered
+    under its name (a wheel once left out spacy_bert_ner/evaluation)."""
     root = Path(__file__).resolve().parent.parent
-    # Built from a copy, so that the build's egg-info does not land in the checkout.
     source = tmp_path / "source"
     shutil.copytree(root / "spacy_bert_ner", source / "spacy_bert_ner")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(root / name, source / name)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(tmp_path),
-            str(source),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("spacy_bert_ner-*.whl")
-    packaged = set(zipfile.ZipFile(wheel).namelist())
+    dist = tmp_path / "dist"
+    build = [sys.executable, "-m", "build", "--no-isolation", "--sdist", "--wheel"]
+    subprocess.run([*build, "--outdir", str(dist), str(source)], check=True, capture_output=True)
+    (wheel,) = dist.glob("spacy_bert_ner-*.whl")
+    (sdist,) = dist.glob("spacy_bert_ner-*.tar.gz")
     sources = {p.relative_to(root).as_posix() for p in (root / "spacy_bert_ner").rglob("*.py")}
-    assert "spacy_bert_ner/evaluation/corpus.py" in sources
+    packaged = set(zipfile.ZipFile(wheel).namelist())
     assert sources <= packaged, sorted(sources - packaged)
     assert "spacy_bert_ner/py.typed" in packaged
+    with tarfile.open(sdist) as archive:
+        in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert sources | {"pyproject.toml", "README.md"} <= in_sdist
+
+    python = str(fresh_environment(tmp_path))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PIP_NO_INDEX"] = "1"
+    pip = [sys.executable, "-m", "pip", "--python", python, "install", "-q"]
+    subprocess.run([*pip, "--dry-run", str(wheel)], check=True, env=env, capture_output=True)
+    subprocess.run([*pip, "--no-deps", str(wheel)], check=True, env=env, capture_output=True)
+    result = subprocess.run(
+        [python, "-c", ENTRY_POINT_CHECK], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout.splitlines()[-1])
+    assert info["wrong"] == [] and info["n"] >= 10
+    assert info["file"].startswith(str(tmp_path / "fresh"))

@@ -14,7 +14,7 @@ import spacy
 from synthetic import make_sentences
 
 from spacy_bert_ner.annotate import annotate
-from spacy_bert_ner.records import AnnotateOptions
+from spacy_bert_ner.annotate.options import AnnotateOptions
 
 RAY = {"num_actors": 2, "cpus_per_actor": 0.5}
 
@@ -69,7 +69,7 @@ def assert_same(records: List[Dict[str, Any]], expected: List[Dict[str, Any]]) -
 
 
 def test_ray_output_identical_to_local_run(pipeline_path, source, local_output, tmp_path):
-    from spacy_bert_ner.ray_engine import annotate_on_ray
+    from spacy_bert_ner.annotate.ray_engine import annotate_on_ray
 
     output = tmp_path / "ray.jsonl"
     stats = annotate_on_ray(
@@ -89,7 +89,7 @@ def test_killed_worker_loses_and_duplicates_nothing(pipeline_path, source, local
     lines delivered twice is tested without Ray in test_annotate.py."""
     import psutil
 
-    from spacy_bert_ner.ray_engine import annotate_on_ray
+    from spacy_bert_ner.annotate.ray_engine import annotate_on_ray
 
     killed: List[int] = []
     done = threading.Event()
@@ -130,8 +130,8 @@ def test_killed_worker_loses_and_duplicates_nothing(pipeline_path, source, local
 def test_bad_record_stops_and_parquet_output(pipeline_path, source, local_output, tmp_path):
     import pyarrow.parquet
 
-    from spacy_bert_ner.ray_engine import annotate_on_ray
-    from spacy_bert_ner.records import RecordError
+    from spacy_bert_ner.annotate.options import RecordError
+    from spacy_bert_ner.annotate.ray_engine import annotate_on_ray
 
     with pytest.raises(RecordError, match=r"in.jsonl:58: invalid JSON"):
         annotate_on_ray(
@@ -159,7 +159,7 @@ def test_bad_record_stops_and_parquet_output(pipeline_path, source, local_output
 
 
 def test_too_few_cpus_is_a_clear_error(pipeline_path, source, tmp_path):
-    from spacy_bert_ner.ray_engine import annotate_on_ray
+    from spacy_bert_ner.annotate.ray_engine import annotate_on_ray
 
     with pytest.raises(ValueError, match="Lower --num-actors or --cpus-per-actor"):
         annotate_on_ray(
@@ -170,8 +170,8 @@ def test_too_few_cpus_is_a_clear_error(pipeline_path, source, tmp_path):
 def test_records_the_pipeline_cannot_take_are_skipped(pipeline_path, tmp_path):
     """Lone surrogates and texts over nlp.max_length cost only their record, not their batch;
     an existing output needs --overwrite."""
-    from spacy_bert_ner.ray_engine import annotate_on_ray
-    from spacy_bert_ner.records import AnnotateError
+    from spacy_bert_ner.annotate.options import AnnotateError
+    from spacy_bert_ner.annotate.ray_engine import annotate_on_ray
 
     source = tmp_path / "in.jsonl"
     lines = [json.dumps({"id": i, "text": f"john smith visited paris {i} ."}) for i in range(6)]
@@ -191,3 +191,82 @@ def test_records_the_pipeline_cannot_take_are_skipped(pipeline_path, tmp_path):
     )
     assert [(e.line, e.reason.split(" ")[1]) for e in stats.skipped] == [(2, "lone"), (5, "text")]
     assert [r["id"] for r in read_jsonl(output)] == [0, 2, 3, 5]
+
+
+def test_truncated_gzip_keeps_what_was_decoded_like_the_local_engine(pipeline_path, tmp_path):
+    """A truncated .gz gave an EOFError traceback and 0 lines on Ray: now, as locally, every line
+    decoded before the damage is written, then the run stops with the line reached."""
+    import gzip
+
+    from spacy_bert_ner.annotate.options import TruncatedInputError
+    from spacy_bert_ner.annotate.ray_engine import annotate_on_ray
+
+    lines = [json.dumps({"id": i, "text": f"john smith visited paris {i} ."}) for i in range(400)]
+    data = gzip.compress(("\n".join(lines) + "\n").encode("utf8"))
+    source = tmp_path / "in.jsonl.gz"
+    source.write_bytes(data[: len(data) // 2])
+    results = {}
+    for engine in ("local", "ray"):
+        output = tmp_path / f"{engine}.jsonl"
+        options = AnnotateOptions(batch_size=16, **(RAY if engine == "ray" else {}))
+        with pytest.raises(TruncatedInputError, match=r"in.jsonl.gz:\d+: the compressed input"):
+            if engine == "ray":
+                annotate_on_ray(str(pipeline_path), source, output, options)
+            else:
+                annotate(spacy.load(pipeline_path), source, output, options)
+        results[engine] = [r["id"] for r in read_jsonl(output)]
+    assert results["ray"] and results["ray"] == results["local"] == list(range(len(results["ray"])))
+
+
+def test_strict_json_deep_nesting_and_the_lock_on_ray(pipeline_path, tmp_path):
+    """Ray keeps the local engine's promises: numbers no JSON holds, an input "entities" field
+    and a 100,000-level nested record are bad records with file:line (the good lines around them
+    are written), and a second run on an output in use is refused."""
+    from spacy_bert_ner.annotate.options import AnnotateError
+    from spacy_bert_ner.annotate.ray_engine import annotate_on_ray
+
+    lines = [json.dumps({"id": i, "text": f"john smith visited paris {i} ."}) for i in range(6)]
+    lines[1] = '{"id": 1, "text": "a", "x": 1e400}'
+    lines[2] = '{"id": 2, "text": "a", "x": NaN}'
+    lines[3] = '{"id": 3, "text": "a", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    lines[4] = '{"id": 4, "text": "a", "entities": []}'
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf8")
+    output = tmp_path / "out.jsonl"
+    options = AnnotateOptions(on_error="skip", batch_size=2, **RAY)
+    stats = annotate_on_ray(str(pipeline_path), source, output, options)
+    assert [r["id"] for r in read_jsonl(output)] == [0, 5]
+    assert [e.line for e in stats.skipped] == [2, 3, 4, 5]
+    reasons = [e.reason for e in stats.skipped]
+    assert "1e400 is out of range" in reasons[0] and "NaN is not a JSON value" in reasons[1]
+    assert "nested too deeply" in reasons[2] and 'already has an "entities"' in reasons[3]
+    from spacy_bert_ner.annotate.claim import OutputLock
+
+    overwrite = AnnotateOptions(on_error="skip", batch_size=2, overwrite=True, **RAY)
+    with OutputLock(output), pytest.raises(AnnotateError, match="another annotate run"):
+        annotate_on_ray(str(pipeline_path), source, output, overwrite)
+
+
+def test_a_pipe_is_read_whole_on_ray(pipeline_path, source, local_output, tmp_path):
+    """A stream (here a process substitution, `<(cat in.jsonl)`) is read by the driver and passed
+    to Ray: every record is annotated, as from the file (before: the driver's input hash consumed
+    the pipe's first 64 KiB, and a Ray task cannot open the driver's pipe anyway)."""
+    from spacy_bert_ner.annotate.options import AnnotateError
+    from spacy_bert_ner.annotate.ray_engine import annotate_on_ray
+
+    data = source.read_bytes()
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        with open(write_end, "wb") as f:
+            f.write(data)
+
+    threading.Thread(target=feed, daemon=True).start()
+    output = tmp_path / "ray.jsonl"
+    options = AnnotateOptions(batch_size=8, on_error="skip", file_format="jsonl", **RAY)
+    stats = annotate_on_ray(str(pipeline_path), Path(f"/dev/fd/{read_end}"), output, options)
+    assert [(e.line, e.reason.split(":")[0]) for e in stats.skipped] == [(58, "invalid JSON")]
+    assert_same(read_jsonl(output), local_output)
+    resume = AnnotateOptions(resume=True, file_format="jsonl", **RAY)
+    with pytest.raises(AnnotateError, match="--resume needs the input as a regular file"):
+        annotate_on_ray(str(pipeline_path), Path(f"/dev/fd/{read_end}"), output, resume)

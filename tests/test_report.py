@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from spacy_bert_ner.cli import app
 from spacy_bert_ner.loggers import read_log
-from spacy_bert_ner.training_report import (
+from spacy_bert_ner.workflow.figures import (
     confusion_matrix,
     expected_calibration_error,
     per_type_scores,
@@ -168,7 +168,7 @@ def test_report_page_embeds_its_figures(report: Path) -> None:
     assert "<a href='errors/errors.html'>" in page
     assert "python -m spacy train configs/bert_ner.cfg" in page
     assert "31 min" in page  # training time from the log
-    assert "80.00 at step 40" in page  # best dev F1 during training
+    assert "the checkpoint after update 41, dev F1 80.00" in page  # model-best
     assert "in [[Paris &lt;b&gt;]] today" in page  # examples escaped
     assert "2,900 words/s" in page or "2,901 words/s" in page
 

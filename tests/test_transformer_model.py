@@ -126,3 +126,49 @@ def test_tokenize_equals_spacy_transformers(tiny_bert: str) -> None:
             else:
                 assert ours[key] == theirs[key], key
         assert "[PAD]" in ours["input_texts"][1]  # padded
+
+
+def test_long_document_is_encoded_in_window_batches(pipeline_path: Path, monkeypatch) -> None:
+    """A document of many windows reaches the encoder a window batch at a time (all windows in
+    one pass held every window's attention scores at once: 5-7 GB for a 1M-character document),
+    with the same hidden states, alignment and entities as one pass over all windows."""
+    import sys
+
+    from spacy_bert_ner import transformer_model
+
+    nlp = spacy.load(pipeline_path)
+    encoder = nlp.get_pipe("transformer").model.transformer
+    passes = []
+    encoder.register_forward_pre_hook(
+        lambda module, args, kwargs: passes.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    text = " ".join([TEXT] * 150)  # 1,500 tokens: 14 windows of 128 tokens, stride 96
+    monkeypatch.setattr(transformer_model, "WINDOW_BATCH_PIECES", sys.maxsize)
+    one_pass = nlp(text)
+    assert len(passes) == 1 and passes[0][0] > 10
+    windows, width = passes[0]
+    passes.clear()
+    monkeypatch.setattr(transformer_model, "WINDOW_BATCH_PIECES", 4 * width)
+    batched = nlp(text)
+    assert passes == [(4, width)] * (windows // 4) + [(windows % 4, width)] * bool(windows % 4)
+    assert [(e.start, e.end, e.label_) for e in batched.ents] == [
+        (e.start, e.end, e.label_) for e in one_pass.ents
+    ]
+    assert len(batched.ents) > 100
+    ours, theirs = batched._.trf_data, one_pass._.trf_data
+    assert ours.align.dataXd.tolist() == theirs.align.dataXd.tolist()
+    assert ours.model_output.keys() == theirs.model_output.keys()
+    for key in theirs.model_output:
+        numpy.testing.assert_allclose(
+            ours.model_output[key], theirs.model_output[key], rtol=1e-5, atol=1e-5
+        )
+    # The default batches a long document too; a short one is one pass, as before.
+    monkeypatch.undo()
+    passes.clear()
+    nlp(" ".join([TEXT] * 2000))
+    assert (
+        len(passes) > 1 and max(n * w for n, w in passes) <= transformer_model.WINDOW_BATCH_PIECES
+    )
+    passes.clear()
+    nlp(TEXT)
+    assert len(passes) == 1

@@ -6,14 +6,15 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Set
+from typing import Any, Dict, List, Set
 
 import pytest
 import srsly
-from spacy.util import load_config, registry
+from spacy.util import load_config
 from synthetic import make_sentences, to_conll
-from util import build_nlp
+from util import fresh_environment
 
 from spacy_bert_ner.loggers import read_log
 from spacy_bert_ner.pipeline_component import DEFAULT_MODEL
@@ -50,6 +51,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_bert: str) -> Path:
 def project_run(project_dir: Path, tiny_bert: str, *args: str) -> str:
     data = project_dir.parent / "data"
     env = {**os.environ, "SPACY_CONFIG_OVERRIDES": TRAIN_OVERRIDES, "PIP_NO_INDEX": "1"}
+    # `install` (the last step of `all`) installs into a folder of the test, not this environment.
+    env["PIP_TARGET"] = str(project_dir.parent / "site")
     variables = {
         "train": data / "train.txt",
         "dev": data / "dev.txt",
@@ -85,7 +88,12 @@ def test_project_all_builds_an_installable_pipeline(project: Path, tiny_bert: st
     # The training log, the report drawn from it, and the model card.
     log = read_log(project / "training" / "log.jsonl")
     assert "spacy train configs/bert_ner.cfg" in log["command"] and log["seconds"] > 0
-    assert [e["step"] for e in log["evaluations"]][:2] == [0, 20]
+    steps = [e["step"] for e in log["evaluations"]]
+    assert steps[:2] == [0, 20]
+    # The run does not end on a multiple of 20: its final state was scored all the same.
+    assert log["updates"] % 20 != 1 and steps[-1] == log["updates"] - 1
+    assert log["evaluations"][-1]["final"] and log["best_step"] > 0
+    assert (log["epochs"], log["stopped_by"]) == (10, "max_epochs")
     report = (project / "metrics" / "report.html").read_text()
     assert report.count("src='data:image/png;base64,") == 4
     assert "<a href='errors/errors.html'>" in report and "Trained with" in report
@@ -98,15 +106,26 @@ def test_project_all_builds_an_installable_pipeline(project: Path, tiny_bert: st
     assert "words/s (`spacy evaluate` on the test set, CPU" in card
     assert "SPACY_CONFIG_OVERRIDES=" in card and "python -m spacy train configs/" in card
     assert "### Known limits" in card and "train data: train.txt" in card
+    assert f"{log['updates']} updates in 10 epochs (stopped by max_epochs)" in card
+    assert "spacy-bert-ner 0.1.0" in card  # the code it runs with
     assert str(project.parent / "data") not in card  # no local folders in a shipped card
-    wheel = project / "packages/en_bert_ner-0.1.0/dist/en_bert_ner-0.1.0-py3-none-any.whl"
-    assert wheel.exists()
-    assert (project / "packages/en_bert_ner-0.1.0/dist/en_bert_ner-0.1.0.tar.gz").exists()
+    dist = project / "packages/en_bert_ner-0.1.0/dist"
+    assert sorted(p.name for p in dist.iterdir()) == [
+        "en_bert_ner-0.1.0-py3-none-any.whl",
+        "en_bert_ner-0.1.0.tar.gz",
+        "spacy_bert_ner-0.1.0-py3-none-any.whl",
+    ]
+    assert f"python -m pip install {dist.relative_to(project)}/*.whl" in " ".join(output.split())
+    # No requirement on a name that no package index holds: the code's wheel is beside it.
+    requires = zipfile.ZipFile(dist / "en_bert_ner-0.1.0-py3-none-any.whl").read(
+        "en_bert_ner-0.1.0.dist-info/METADATA"
+    )
+    requirements = re.findall(r"^Requires-Dist: ([\w.-]+)", requires.decode(), flags=re.M)
+    assert "spacy-transformers" in requirements
+    assert [r for r in requirements if r.lower().replace("_", "-") == "spacy-bert-ner"] == []
 
-    # Install the wheel alone into its own directory and load it in a fresh process by name.
+    # `all` ended with `install`: load the pipeline by name in a fresh process.
     site = project.parent / "site"
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
-    run(pip + ["--target", str(site), str(wheel)], project, dict(os.environ))
     code = (
         "import json, spacy; from spacy import displacy\n"
         "nlp = spacy.load('en_bert_ner')\n"
@@ -123,6 +142,32 @@ def test_project_all_builds_an_installable_pipeline(project: Path, tiny_bert: st
     assert 'class="entity"' in out["html"] and "john smith" in out["html"]
     # The packaged meta carries the evaluated test scores.
     assert out["performance"] == pytest.approx(test_scores["ents_f"])
+
+    # On another machine: `pip install DIST/*.whl` into an environment without this repository.
+    # Its dependencies are this environment's packages (not this one), linked in, standing in for
+    # the package index: pip resolves the wheels' requirements against them, with no index.
+    python = str(fresh_environment(project.parent))
+    site_packages = Path(python).parent.parent / "lib"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PIP_NO_INDEX": "1"}
+    env.pop("PYTHONPATH", None)
+    pip = [sys.executable, "-m", "pip", "--python", python]
+    wheels = [str(p) for p in sorted(dist.glob("*.whl"))]
+    said = run([*pip, "install", "--dry-run", *wheels], project.parent, env)  # resolves, no index
+    assert "Would install en_bert_ner-0.1.0 spacy-bert-ner-0.1.0" in said, said
+    run([*pip, "install", "-q", "--no-deps", *wheels], project.parent, env)
+    check = "import spacy_bert_ner; print(spacy_bert_ner.__file__)"
+    assert run([python, "-c", check], project.parent, env).startswith(str(site_packages))
+    out = json.loads(run([python, "-c", code], project.parent, env).splitlines()[-1])
+    assert out["file"].startswith(site_packages.as_posix())
+    assert out["ents"] == [["john smith", "PER"], ["paris", "LOC"], ["mary jones", "PER"]]
+    # Without the code's wheel, loading names it, instead of failing on an unknown factory.
+    run([*pip, "uninstall", "-q", "-y", "spacy-bert-ner"], project.parent, env)
+    result = subprocess.run(
+        [python, "-c", code], cwd=project.parent, env=env, text=True, capture_output=True
+    )
+    assert result.returncode == 1
+    assert "needs spacy-bert-ner 0.1.0, which is not installed" in result.stderr
+    assert "spacy_bert_ner-0.1.0-py3-none-any.whl" in result.stderr
 
 
 @pytest.mark.workflow
@@ -153,57 +198,25 @@ def project_commands() -> Dict[str, Dict[str, Any]]:
     return {command["name"]: command for command in commands}
 
 
-def promises(block: Any) -> Iterator[tuple]:
-    """(registry, name) of every registered function a config block calls."""
-    if isinstance(block, dict):
-        for key, value in block.items():
-            if key.startswith("@"):
-                yield key[1:], value
-            else:
-                yield from promises(value)
-
-
-def package_imports(module: str) -> Set[str]:
-    """The package's modules that `module` imports, directly or through each other."""
-    seen: Set[str] = set()
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        source = (ROOT / "spacy_bert_ner" / f"{name}.py").read_text(encoding="utf8")
-        todo += re.findall(r"^from \.(\w+) import", source, flags=re.MULTILINE)
-        for names in re.findall(r"^from \. import ([\w, ]+)", source, flags=re.MULTILINE):
-            todo += [n.strip() for n in names.split(",")]
-    return seen
-
-
-def test_train_deps_list_every_module_that_shapes_training(tiny_bert: str) -> None:
-    """A change to any module the training config reaches (the component, its layers, the scorer,
-    the augmenter, optimizer, schedules, logger, and what they import) retrains."""
-    nlp = build_nlp(tiny_bert)
-    modules = {type(pipe).__module__ for _, pipe in nlp.pipeline}
-    for registry_name, name in promises(nlp.config):
-        modules.add(registry.get(registry_name, name).__module__)
-    ours = {m.split(".")[1] for m in modules if m.startswith("spacy_bert_ner.")}
-    assert {"pipeline_component", "architectures", "augmenters", "schedules"} <= ours
-    needed = set().union(*(package_imports(module) for module in ours))
-    deps = set(project_commands()["train"]["deps"])
-    assert sorted(f"spacy_bert_ner/{m}.py" for m in needed) == sorted(
-        dep for dep in deps if dep.startswith("spacy_bert_ner/")
-    )
-
-
-@pytest.mark.parametrize("command", ["convert", "train", "analyze", "report", "package"])
-def test_project_deps_name_existing_modules_and_the_cli(command: str) -> None:
-    deps = project_commands()[command]["deps"]
-    modules = [dep for dep in deps if dep.startswith("spacy_bert_ner/")]
-    # A module, or a subpackage (weasel hashes a folder's files).
-    assert [m for m in modules if not (ROOT / m).is_file() and not (ROOT / m).is_dir()] == []
-    scripts = " ".join(project_commands()[command]["script"])
-    if "python -m spacy_bert_ner" in scripts:
-        assert "spacy_bert_ner/cli.py" in deps
+def test_every_dep_is_an_input_or_an_earlier_output() -> None:
+    """Each command's deps are files of the repository, project vars, or outputs of a command that
+    runs before it in `all` (so `spacy project run all` knows what to rerun), and every command
+    that runs the package's CLI depends on the package (or the part of it that it runs)."""
+    commands = project_commands()
+    project_vars = srsly.read_yaml(ROOT / "project.yml")["vars"]
+    produced: Set[str] = set()
+    for name in srsly.read_yaml(ROOT / "project.yml")["workflows"]["all"]:
+        command = commands[name]
+        for dep in command.get("deps", []):
+            if dep.startswith("${vars."):  # the annotated data: inputs
+                continue
+            dep = re.sub(r"\$\{vars\.(\w+)\}", lambda m: str(project_vars[m[1]]), dep)
+            assert (ROOT / dep).exists() or dep in produced, (name, dep)
+        if "python -m spacy_bert_ner" in " ".join(command["script"]):
+            package_deps = [d for d in command["deps"] if d.split("/")[0] == "spacy_bert_ner"]
+            assert package_deps, name
+        for output in command.get("outputs", []) + command.get("outputs_no_cache", []):
+            produced.add(re.sub(r"\$\{vars\.(\w+)\}", lambda m: str(project_vars[m[1]]), output))
 
 
 def test_readme_workflow_table_is_the_projects() -> None:
@@ -211,16 +224,7 @@ def test_readme_workflow_table_is_the_projects() -> None:
     steps = srsly.read_yaml(ROOT / "project.yml")["workflows"]["all"]
     readme = (ROOT / "README.md").read_text(encoding="utf8")
     assert f"workflow `{' → '.join(steps)}`" in readme
-    table = readme.split("## The workflow", 1)[1].split("\n\n")[2]
+    table = readme.split("| command | what it does |", 1)[1].split("\n\n")[0]
     rows = re.findall(r"^\| `(\w+)` \| (.*)\|$", table, flags=re.MULTILINE)
     assert [name for name, what in rows if "(not in `all`)" not in what] == steps
     assert set(name for name, _ in rows) == set(project_commands())
-
-
-def test_committed_results_hold_no_absolute_paths() -> None:
-    """Result JSONs are read on other machines: paths in them are relative to the repository."""
-    found = []
-    for path in sorted((ROOT / "benchmarks" / "results").rglob("*.json")):
-        text = path.read_text(encoding="utf8")
-        found += [(path.name, m) for m in re.findall(r"(?<![\w.~/:])/(?:[\w.-]+/)+[\w.-]+", text)]
-    assert found == []

@@ -4,6 +4,10 @@
 """
 
 import random
+import re
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -50,3 +54,21 @@ def train(
             nlp.update(examples[i : i + 8], sgd=optimizer, losses=losses, drop=0.1)
         epoch_losses.append(losses["bert_ner"])
     return epoch_losses
+
+
+def fresh_environment(base: Path) -> Path:
+    """A new virtual environment at `base/fresh` without this repository: its dependencies are
+    this environment's installed packages (spacy-bert-ner and pipelines excluded), linked into a
+    folder on its path, standing in for the package index, so that `pip --python` resolves
+    requirements against them with no index. Returns its Python."""
+    fresh = base / "fresh"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(fresh)], check=True)
+    (site_packages,) = fresh.glob("lib/python*/site-packages")
+    dependencies = base / "dependencies"
+    dependencies.mkdir()
+    own = re.compile(r"(spacy_bert_ner|__editable__|en_bert_ner|.*\.pth$)")
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if not own.match(entry.name):
+            (dependencies / entry.name).symlink_to(entry)
+    (site_packages / "dependencies.pth").write_text(f"{dependencies}\n")
+    return fresh / "bin" / "python"

@@ -6,5 +6,5 @@
 - `errors_page`: the displaCy HTML page of the sentences with errors;
 - `analysis`: `analyze`, which runs them all and writes errors.json and the errors page.
 
-The training report (`spacy_bert_ner.training_report`) draws the analysis' errors.json.
+The training report (`spacy_bert_ner.workflow.report`) draws the analysis' errors.json.
 """

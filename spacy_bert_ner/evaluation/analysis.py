@@ -11,7 +11,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from wasabi import msg
 
-from ..records import pipeline_spans_key
+from ..annotate.outputs import pipeline_spans_key
 from ..scorer import EntitySpan, doc_spans
 from .corpus import predict_corpus, read_gold_docs
 from .error_kinds import ERROR_KIND_HELP, ErrorReport, compare, error_sentence

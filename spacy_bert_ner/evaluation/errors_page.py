@@ -1,7 +1,6 @@
 """The errors page: one standalone HTML page (displaCy's span view) of every sentence with an
-error, gold entities above predicted ones, under the scores and the error counts.
-
-Not to be confused with the training report (`spacy_bert_ner.training_report`), which links it.
+error, gold entities above predicted ones, under the scores and the error counts (the training
+report links it).
 """
 
 import html

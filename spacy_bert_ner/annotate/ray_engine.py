@@ -2,7 +2,7 @@
 
 Each actor loads the pipeline once and annotates whole batches; the driver receives the results in
 input order (keyed by input line) and writes them through the same writer interface and output
-stream as the local engine (`records`), so the output is identical to a single-process run. A
+stream as the local engine (`writers`), so the output is identical to a single-process run. A
 batch that Ray re-executes after a worker dies may carry lines already written, which the driver
 drops: nothing is lost or duplicated. Ray is an optional dependency, imported only here and only
 when a run starts: `pip install "spacy-bert-ner[ray]"`.
@@ -10,30 +10,29 @@ when a run starts: `pip install "spacy-bert-ner[ray]"`.
 
 import json
 import os
+import threading
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy
 from spacy.tokens import Doc
 
-from .records import (
-    Annotated,
-    AnnotatedOutput,
-    AnnotateError,
-    AnnotateOptions,
-    AnnotateStats,
+from ..runtime import SetupError, load_pipeline
+from .claim import OutputLock, check_paths
+from .options import AnnotateError, AnnotateOptions, AnnotateStats, RecordError, TruncatedInputError
+from .outputs import Annotated, annotated, pipeline_spans_key
+from .reading import (
     Record,
-    RecordError,
-    annotated,
-    check_paths,
+    check_input,
     input_format,
+    is_stream,
     open_input,
-    open_writer,
     pipe_one_by_one,
-    pipeline_spans_key,
+    read_error,
     read_record,
 )
-from .runtime import SetupError, load_pipeline
+from .writers import AnnotatedOutput, open_writer
 
 # Docs per batch when the options leave it to the engine (Ray cannot ask the pipeline before
 # an actor has loaded it).
@@ -55,26 +54,78 @@ def require_ray() -> None:
         ) from None
 
 
-def _lines_datasource(path: Path, after_line: int, block_rows: int) -> Any:
-    """A Ray Datasource streaming one (optionally gzipped) local file as rows {"line", "raw"}."""
-    import pyarrow
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
+Block = Tuple[List[int], List[bytes], str]  # line numbers, raw lines, and why reading ended
 
-    def read() -> Iterator[pyarrow.Table]:
-        lines: List[int] = []
-        raws: List[bytes] = []
+
+def read_blocks(path: Path, after_line: int, block_rows: int) -> Iterator[Block]:
+    """The input's lines after `after_line`, in blocks of `block_rows`. An error that ends reading
+    (a truncated gzip stream, the OS refusing) comes as a last line whose "fatal" field describes
+    it, so the driver writes every line before it, as the local engine does, then stops with its
+    message."""
+    lines: List[int] = []
+    raws: List[bytes] = []
+    number = 0
+    try:
         with open_input(path) as f:
-            for number, raw in enumerate(f, start=1):
+            while raw := f.readline():
+                number += 1
                 if number <= after_line:
                     continue
                 lines.append(number)
                 raws.append(raw)
                 if len(lines) >= block_rows:
-                    yield pyarrow.table({"line": lines, "raw": raws})
+                    yield lines, raws, ""
                     lines, raws = [], []
-        if lines:
-            yield pyarrow.table({"line": lines, "raw": raws})
+    except (EOFError, OSError, zlib.error, AnnotateError) as err:
+        error = err if isinstance(err, AnnotateError) else read_error(path, number, err)
+        fatal = {"message": str(error), "truncated": isinstance(error, TruncatedInputError)}
+        yield [*lines, number + 1], [*raws, b""], json.dumps(fatal)
+        return
+    if lines:
+        yield lines, raws, ""
+
+
+def _feed_stream(path: Path, block_rows: int) -> Any:
+    """A Ray queue of the blocks of a stream (a pipe, FIFO, /dev/stdin) that this process, the
+    driver, reads in a thread: a Ray task elsewhere could not open this process's pipe. The queue
+    holds a few blocks, so memory stays bounded; None ends it."""
+    import ray.util.queue
+
+    queue = ray.util.queue.Queue(maxsize=4, actor_options={"num_cpus": 0})
+
+    def feed() -> None:
+        try:
+            for block in read_blocks(path, 0, block_rows):
+                queue.put(block)
+            queue.put(None)
+        except Exception:  # the run ended (and Ray with it) before the stream did
+            pass
+
+    threading.Thread(target=feed, name="annotate-stream-feeder", daemon=True).start()
+    return queue
+
+
+def _lines_datasource(path: Path, after_line: int, block_rows: int) -> Any:
+    """A Ray Datasource streaming one (optionally gzipped) input as rows {"line", "raw",
+    "fatal"}: a regular file is opened by the reading task, a stream is read by the driver and
+    passed on through a queue (`_feed_stream`)."""
+    import pyarrow
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    queue = _feed_stream(path, block_rows) if is_stream(path) else None
+
+    def table(block: Block) -> pyarrow.Table:
+        lines, raws, fatal = block
+        fatals = [""] * (len(lines) - 1) + [fatal] if lines else []
+        return pyarrow.table({"line": lines, "raw": raws, "fatal": fatals})
+
+    def read() -> Iterator[pyarrow.Table]:
+        if queue is None:
+            yield from map(table, read_blocks(path, after_line, block_rows))
+            return
+        while (block := queue.get()) is not None:
+            yield table(block)
 
     class LinesDatasource(Datasource):
         def estimate_inmemory_data_size(self) -> Optional[int]:
@@ -116,13 +167,16 @@ class RayAnnotator:
     def __call__(self, batch: Dict[str, numpy.ndarray]) -> Dict[str, List[Any]]:
         out: Dict[int, Dict[str, Any]] = {}
         records = []
-        for line, raw in zip(batch["line"].tolist(), batch["raw"]):
+        for line, raw, fatal in zip(batch["line"].tolist(), batch["raw"], batch["fatal"]):
+            if fatal:  # reading ended here: passed on to the driver
+                out[line] = {"output": "", "error": "", "fatal": str(fatal)}
+                continue
             try:
                 record = read_record(
                     self.path, line, bytes(raw), self.file_format, self.nlp.max_length
                 )
             except RecordError as err:
-                out[line] = {"output": "", "error": err.reason}
+                out[line] = {"output": "", "error": err.reason, "fatal": ""}
                 continue
             if record is not None:
                 records.append(record)
@@ -135,15 +189,16 @@ class RayAnnotator:
             results = list(pipe_one_by_one(self.nlp, self.path, records))
         for record, result in results:
             if isinstance(result, RecordError):
-                out[record.line] = {"output": "", "error": result.reason}
+                out[record.line] = {"output": "", "error": result.reason, "fatal": ""}
             else:
                 output = annotated(result, record, self.spans_key).json
-                out[record.line] = {"output": output, "error": ""}
+                out[record.line] = {"output": output, "error": "", "fatal": ""}
         lines = sorted(out)
         return {
             "line": lines,
             "output": [out[line]["output"] for line in lines],
             "error": [out[line]["error"] for line in lines],
+            "fatal": [out[line]["fatal"] for line in lines],
             "restarted": [self.restarted] * len(lines),
         }
 
@@ -195,8 +250,21 @@ def annotate_on_ray(
     node can load) run by `options.num_actors` Ray actors; the local engine's options are
     refused. The input is a local path, read by a Ray task on the driver's node."""
     options.check("ray")
-    check_paths(input_path, output_path)  # before Ray starts, so a mistake costs no start-up
-    require_ray()
+    with OutputLock(output_path):  # before Ray starts: a second run is refused at once
+        check_paths(input_path, output_path)
+        check_input(input_path, options.resume)
+        require_ray()
+        return _annotate_on_ray(model, input_path, output_path, options, progress)
+
+
+def _annotate_on_ray(
+    model: str,
+    input_path: Path,
+    output_path: Path,
+    options: AnnotateOptions,
+    progress: Optional[Callable[[int], None]],
+) -> AnnotateStats:
+    """`annotate_on_ray`, the output's lock held and the paths checked."""
     import ray
 
     if not ray.is_initialized():
@@ -221,12 +289,15 @@ def annotate_on_ray(
         batch_size,
         options,
     )
-    return output.run(lambda: (write_rows(rows, output, input_path), None))
+    return output.run(lambda: write_rows(rows, output, input_path))
 
 
-def write_rows(rows: Iterable[Dict[str, Any]], output: AnnotatedOutput, input_path: Path) -> int:
+def write_rows(
+    rows: Iterable[Dict[str, Any]], output: AnnotatedOutput, input_path: Path
+) -> Tuple[int, Optional[ValueError]]:
     """Pass the actors' rows to the output in input order, each line once, and return the last
-    line: a row at or before the last line seen comes from a batch Ray ran again after a worker
+    line and the error that ended reading the input, if any (a row whose "fatal" field says
+    so): a row at or before the last line seen comes from a batch Ray ran again after a worker
     died, and is dropped (and counted in `redelivered`)."""
     seen = output.writer.resumed_after_line
     stats = output.stats
@@ -235,6 +306,10 @@ def write_rows(rows: Iterable[Dict[str, Any]], output: AnnotatedOutput, input_pa
         if line <= seen:
             stats.redelivered += 1
             continue
+        if row.get("fatal"):
+            fatal = json.loads(row["fatal"])
+            error = TruncatedInputError if fatal["truncated"] else AnnotateError
+            return seen, error(fatal["message"])
         seen = line
         stats.restarted_lines += bool(row["restarted"])
         if row["error"]:
@@ -242,4 +317,4 @@ def write_rows(rows: Iterable[Dict[str, Any]], output: AnnotatedOutput, input_pa
         else:
             entities = len(json.loads(row["output"])["entities"])
             output.add(Annotated(line, row["output"]), entities)
-    return seen
+    return seen, None

@@ -14,9 +14,11 @@ from typing import Any, Dict, List, Optional
 
 from spacy.util import load_config
 
-from .encoders import resolve_encoder
-from .loggers import read_log
-from .workflow_files import format_duration, read_json_object
+from .. import __version__
+from ..encoders import resolve_encoder
+from ..loggers import read_log
+from .files import best_evaluation, describe_training, read_json_object
+from .packaging import code_wheel_name
 
 HUB_URL = "https://huggingface.co/{}"
 
@@ -95,10 +97,8 @@ def model_card_meta(
     device (str): what `spacy evaluate` ran on, for the speed (`describe_device`).
     dev_scores (Dict): `spacy evaluate`'s JSON on dev, if there is one.
     """
-    # An absolute path is this machine's: the card names the file.
-    data = {
-        split: Path(path).name if Path(path).is_absolute() else path for split, path in data.items()
-    }
+    # A folder is this machine's: the card names the file.
+    data = {split: Path(path).name for split, path in data.items()}
     meta = read_json_object(model_path / "meta.json", "the pipeline's meta.json")
     if not (model_path / "config.cfg").is_file():
         raise FileNotFoundError(
@@ -176,6 +176,11 @@ def _notes(
             "neighbours', concatenated to the encoder's vectors"
         )
     lines.append(f"- Labels: {', '.join(f'`{label}`' for label in labels)}")
+    lines.append(
+        f"- Code: the `bert_ner` component of spacy-bert-ner {__version__}, from the wheel "
+        f"`{code_wheel_name()}` built beside this pipeline's (an installed spacy-bert-ner is "
+        "used as it is, with a warning if its version differs)"
+    )
     lines += ["", "### Data", ""]
     lines += [f"- {split}: `{path}`" for split, path in data.items()]
 
@@ -197,17 +202,17 @@ def _notes(
         lines.append("Not measured.")
 
     lines += ["", "### Training", ""]
-    evaluations = train_log.get("evaluations") or []
-    seconds = train_log.get("seconds")
-    if evaluations:
-        last = evaluations[-1]
-        best = max(evaluations, key=lambda e: e.get("score") or 0.0)
+    if train_log:
+        best = best_evaluation(train_log)
         lines.append(
-            f"{last['step']} steps in {last['epoch'] + 1} epochs, "
-            f"{format_duration(seconds) if seconds is not None else 'unknown time'}"
-            + (f" from {train_log['started']}" if train_log.get("started") else "")
-            + f"; best dev entity F1 during training {_pct(best['scores'].get('ents_f', 0))} "
-            f"at step {best['step']}."
+            describe_training(train_log)
+            + (f", from {train_log['started']}" if train_log.get("started") else "")
+            + (
+                f"; this pipeline is the checkpoint after update {best['step'] + 1:,}, dev "
+                f"entity F1 {_pct(best['scores'].get('ents_f', 0))} during training."
+                if best
+                else "."
+            )
         )
     if train_log.get("command"):
         lines += ["", "Trained with:", "", "```bash", train_log["command"], "```"]
