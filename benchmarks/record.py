@@ -149,7 +149,7 @@ def shipped(runs: List[Run]) -> Table:
         [
             r["train"],
             r["max_epochs"],
-            f"{r['updates']} updates, {r['epochs']:g} epochs",
+            f"{r['updates']} updates, {r['epochs']:g} epoch{'s' if r['epochs'] != 1 else ''}",
             r["evaluations"],
             r["best_step"] + 1,
             r["test_f"]["model-last"],
@@ -186,8 +186,7 @@ def convert_memory(runs: List[Run]) -> Table:
         for r in run["runs"]
     ]
     columns = ["input MB", "output", ".spacy files", "peak RSS MB", "seconds", "CPU seconds"]
-    notes = [f"A Python process with spaCy loaded peaks at {runs[0]['baseline_peak_rss_mb']} MB."]
-    return {"columns": columns, "rows": rows, "seeds": [], "notes": notes}
+    return {"columns": columns, "rows": rows, "seeds": []}
 
 
 def long_document(runs: List[Run]) -> Table:
@@ -197,7 +196,6 @@ def long_document(runs: List[Run]) -> Table:
     for run in runs:
         for r in run["runs"]:
             if "skipped" in r:
-                rows.append([r["chars"], None, None, None, None, r["skipped"]])
                 continue
             single = r.get("single_pass", {}).get("peak_rss_mb")
             same = r.get(

@@ -38,7 +38,7 @@ def main(run_dir: str, output: str, seconds: str, *args: str) -> None:
             "transformers": transformers.__version__,
             "spacy_bert_ner": spacy_bert_ner.__version__,
         },
-        "train": Path(args[args.index("--vars.train") + 1]).name,
+        "train": "/".join(Path(args[args.index("--vars.train") + 1]).parts[-2:]),
         "max_epochs": args[args.index("--vars.max_epochs") + 1]
         if "--vars.max_epochs" in args
         else "0 (derived)",
