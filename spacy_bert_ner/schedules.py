@@ -162,24 +162,39 @@ def warmup_linear(
     then not filled in (they arrive as the strings "${...}"), no run length is known, and nothing
     steps the schedule, so it gives `initial_rate`, constant.
     """
-    settings = (corpus, batcher, max_epochs, max_steps)
-    if any(isinstance(value, str) for value in settings):
-        return itertools.repeat(initial_rate)
-    assert callable(corpus) and callable(batcher)
-    assert isinstance(max_epochs, int) and isinstance(max_steps, int)
     if not 0.0 <= warmup_fraction < 1.0:
         raise ValueError(
             f"[bert_ner] warmup_fraction must be in [0, 1), got {warmup_fraction}: it is the "
             "share of the training steps spent warming up."
         )
-    n_batches = batches_per_epoch(corpus, batcher, lang) if max_epochs > 0 else 0
-    total = training_steps(n_batches, max_epochs, max_steps)
+    run = _run_steps(corpus, batcher, lang, max_epochs, max_steps)
+    if run is None:
+        return itertools.repeat(initial_rate)
+    n_batches, total = run
+    assert isinstance(max_epochs, int) and isinstance(max_steps, int)
     warmup = round(warmup_fraction * total)
     _announce(
         f"Learning rate: warmup to {initial_rate:g} over {warmup} steps, then linear decay to 0 "
         f"at step {total} ({_run_length(n_batches, max_epochs, max_steps, total)})"
     )
     return thinc_warmup_linear(initial_rate, warmup, total)
+
+
+def _run_steps(
+    corpus: Union[Corpus, str],
+    batcher: Union[Batcher, str],
+    lang: str,
+    max_epochs: Union[int, str],
+    max_steps: Union[int, str],
+) -> Optional[Tuple[int, int]]:
+    """(batches per epoch, updates of the run), or None when the config was resolved outside
+    `spacy train` (the references to [training] arrive as the strings "${...}")."""
+    if any(isinstance(value, str) for value in (corpus, batcher, max_epochs, max_steps)):
+        return None
+    assert callable(corpus) and callable(batcher)
+    assert isinstance(max_epochs, int) and isinstance(max_steps, int)
+    n_batches = batches_per_epoch(corpus, batcher, lang) if max_epochs > 0 else 0
+    return n_batches, training_steps(n_batches, max_epochs, max_steps)
 
 
 def _run_length(n_batches: int, max_epochs: int, max_steps: int, total: int) -> str:
@@ -221,13 +236,10 @@ def eval_frequency(
         raise ValueError(
             f"[bert_ner] eval_frequency needs evaluations >= 1 (or every > 0), got {evaluations}."
         )
-    settings = (corpus, batcher, max_epochs, max_steps)
-    if any(isinstance(value, str) for value in settings):  # resolved outside `spacy train`
+    run = _run_steps(corpus, batcher, lang, max_epochs, max_steps)
+    if run is None:  # resolved outside `spacy train`: spaCy's default frequency
         return 200
-    assert callable(corpus) and callable(batcher)
-    assert isinstance(max_epochs, int) and isinstance(max_steps, int)
-    n_batches = batches_per_epoch(corpus, batcher, lang) if max_epochs > 0 else 0
-    total = training_steps(n_batches, max_epochs, max_steps)
+    _, total = run
     frequency = max(1, math.ceil(total / evaluations))
     _announce(
         f"Dev evaluations: every {frequency} updates of {total}, and the final state "
