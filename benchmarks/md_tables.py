@@ -20,6 +20,8 @@ ORDER = [
     "default_conll2003",
     "default_wnut17",
     "own_data",
+    "encoders",
+    "encoder_cost",
     "shipped",
     "out_of_domain",
     "train_time",

@@ -43,7 +43,7 @@ from spacy.util import load_config, load_model_from_config, registry
 
 import spacy_bert_ner
 from spacy_bert_ner.convert import conll_to_docs
-from spacy_bert_ner.encoders import embedded_encoder_path
+from spacy_bert_ner.encoders import embedded_encoder_path, resolve_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -230,8 +230,10 @@ def main(
     rounds: int = typer.Option(3, help="Alternating timed rounds per system (the best is kept)"),
     data: Path = typer.Option(ROOT.parent / "shared" / "data" / "conll2003" / "train.txt"),
     gpu_id: int = typer.Option(-1, help="GPU id, or -1 for CPU"),
-    encoder: Optional[Path] = typer.Option(
-        None, help="Encoder directory (default: the tiny random BERT, the CPU proxy)"
+    encoder: Optional[str] = typer.Option(
+        None,
+        help="Encoder directory, or sentence-transformers/all-MiniLM-L6-v2 for the embedded one "
+        "(default: the tiny random BERT, the CPU proxy)",
     ),
     mixed_precision: bool = typer.Option(False, help="fp16 autocast for both (GPU only)"),
     without_features: bool = typer.Option(
@@ -248,7 +250,7 @@ def main(
         spacy.require_gpu(gpu_id)
         device = f"cuda:{gpu_id}"
     with tempfile.TemporaryDirectory() as tmp:
-        path = encoder or tiny_bert(Path(tmp))
+        path = Path(resolve_encoder(encoder)) if encoder else tiny_bert(Path(tmp))
         runs = {
             "ours": ours(path, docs, n_batches, warmup, mixed_precision),
             "plain_pytorch": plain(path, docs, n_batches * 2, warmup, device, mixed_precision),
@@ -276,7 +278,7 @@ def main(
             "spacy": spacy.__version__,
             "spacy_bert_ner": spacy_bert_ner.__version__,
         },
-        "encoder": encoder.name
+        "encoder": encoder
         if encoder
         else "tiny BERT: 2 layers, width 64, MiniLM tokenizer, random weights",
         "ours": ours_result,

@@ -21,7 +21,7 @@ from .checkpoints import NEAR_ZERO_F
 from .convert import SHARD_TOKENS, ConversionStats, convert_to_disk
 from .distillation import DistillError, add_teacher_targets
 from .evaluation.analysis import analyze
-from .runtime import SetupError, load_pipeline
+from .inference import SetupError, load_pipeline
 from .workflow.model_card import package_meta
 from .workflow.packaging import PackagingError, package_pipeline
 from .workflow.report import build_report

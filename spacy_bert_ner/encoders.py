@@ -40,6 +40,26 @@ def resolve_encoder(name: str) -> str:
     return name
 
 
+def check_encoder_directory(name: str) -> None:
+    """A local directory given as the encoder must be a Hugging Face model folder (with its
+    `config.json`). Otherwise transformers guesses a tokenizer class from the path's name and
+    fails deep inside it ("stat: path should be string ... not NoneType" for a folder named
+    like mpnet that holds the model one level down)."""
+    path = Path(name)
+    if not path.is_dir() or (path / "config.json").is_file():
+        return
+    inside = sorted(p.parent for p in path.glob("*/config.json"))
+    hint = (
+        f" It holds {', '.join(str(p) for p in inside)}: pass that folder instead."
+        if inside
+        else " Pass the folder that holds the encoder's config.json, tokenizer and weights."
+    )
+    raise ValueError(
+        f"[bert_ner] The encoder {name!r} is a directory without a config.json, so it is not a "
+        f"Hugging Face model folder.{hint}"
+    )
+
+
 def load_encoder(
     name: str, tokenizer_config: Dict[str, Any], transformer_config: Dict[str, Any]
 ) -> HFObjects:
@@ -58,6 +78,7 @@ def load_encoder(
     from thinc.api import get_torch_default_device
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    check_encoder_directory(name)
     tokenizer = AutoTokenizer.from_pretrained(name, **tokenizer_config)
     vocab_file_contents = None
     if hasattr(tokenizer, "vocab_file"):  # the test spacy-transformers makes, to save and load

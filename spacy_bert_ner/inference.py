@@ -1,14 +1,13 @@
-"""Inference settings, in one place: the lock that lets one prediction at a time put the transformer
-in eval mode (`transformer_model.FastTransformerModel.predict` takes it), `quantize` /
-`load(quantized=True)`, which turn the encoder's Linear layers to int8 (for inference only), and
-the larger batches `load` gives a pipeline on a GPU (`gpu_batching`).
+"""Loading a pipeline to run it, in one place: `load` (`spacy_bert_ner.load`), `spacy.load` with
+the encoder's Linear layers in int8 on request (`quantize`, for CPU inference only) and the larger
+batches a pipeline gets on a GPU (`gpu_batching`); and `load_pipeline`, what the commands that run
+a pipeline use: on the CPU or a GPU, with a one-line message (`SetupError`) for each way that can
+fail instead of a traceback from deep inside spaCy or CuPy.
 """
 
-import os
-import threading
 import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import spacy
 import torch
@@ -16,31 +15,10 @@ from spacy.language import Language
 from spacy_transformers.layers import TransformerModel
 from thinc.api import get_current_ops
 
-# thinc's `PyTorchShim.predict` puts the torch module in eval mode, runs it, and puts it back in
-# train mode: a forward in another thread meanwhile would run with dropout. Predictions of one
-# process take turns on this lock, so each runs in eval mode (a web server calling `nlp.pipe`
-# from threads gets the same entities as a single thread).
-_PREDICT_LOCK = threading.Lock()
 
-
-def _after_fork_in_child() -> None:
-    """A forked child (`nlp.pipe(texts, n_process=N)` on Linux) starts with a free prediction
-    lock, even if a parent thread held it at the fork, and runs one torch thread: once the parent
-    has used OpenMP's thread pool (loading or running a pipeline does), GNU libgomp hangs forever
-    in a forked child's first multi-threaded operation. Spawned children import torch afresh and
-    keep their threads."""
-    global _PREDICT_LOCK
-    _PREDICT_LOCK = threading.Lock()
-    torch.set_num_threads(1)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def predict_lock() -> threading.Lock:
-    """The lock predictions of this process take turns on (a new one in a forked child)."""
-    return _PREDICT_LOCK
+class SetupError(RuntimeError):
+    """What a run needs is not there (the pipeline, a GPU, an optional dependency); the message
+    says what to install or pass."""
 
 
 # Batching on a GPU: docs per `nlp.pipe` batch, and the most (padded) tokens the transformer
@@ -73,14 +51,14 @@ def quantize(nlp: Language) -> Language:
         if model is None or not hasattr(model, "walk"):
             continue
         for node in model.walk():
-            shim = node.layers[0].shims[0] if isinstance(node, TransformerModel) else None
-            if shim is not None and shim._model is not None:
+            encoder = node.transformer if isinstance(node, TransformerModel) else None
+            if encoder is not None:
                 # In place: the shim's forward and its saved-model reference share one module.
                 # torch.ao's eager quantization is deprecated in favour of torchao, but works.
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     torch.ao.quantization.quantize_dynamic(
-                        shim._model,
+                        encoder,
                         {torch.nn.Linear: per_channel_dynamic_qconfig},
                         inplace=True,
                     )
@@ -94,3 +72,29 @@ def load(name: Union[str, Path], *, quantized: bool = False, **kwargs: Any) -> L
     if get_current_ops().device_type == "gpu":
         gpu_batching(nlp)
     return quantize(nlp) if quantized else nlp
+
+
+def use_gpu(gpu_id: int) -> None:
+    """`spacy.require_gpu`, with a one-line message when no GPU (or CuPy) is there."""
+    try:
+        spacy.require_gpu(gpu_id)
+    except Exception as err:
+        raise SetupError(
+            f"--gpu-id {gpu_id}: no usable GPU ({err}). Install CuPy for your CUDA version "
+            "(pip install cupy-cuda12x) and PyTorch with CUDA, or drop --gpu-id for the CPU."
+        ) from None
+
+
+def load_pipeline(model: str, *, quantized: bool = False, gpu_id: Optional[int] = None) -> Language:
+    """What the commands that run a pipeline (`annotate`, `analyze`, `distill`) load it with:
+    `load` on GPU `gpu_id` (None or -1: the CPU), with a one-line message (`SetupError`) for a
+    name that is no pipeline. The GPU is chosen first, so the weights are loaded onto it."""
+    if gpu_id is not None and gpu_id >= 0:
+        use_gpu(gpu_id)
+    try:
+        return load(model, quantized=quantized)
+    except OSError as err:
+        raise SetupError(
+            f"Can't load the pipeline {model!r}: it is neither an installed pipeline package "
+            f"nor a pipeline directory ({str(err).splitlines()[0]})."
+        ) from None

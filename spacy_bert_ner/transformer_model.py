@@ -4,8 +4,10 @@ the tokenizer, alignment and split by doc in array operations over the batch), a
 prediction and a faster optimizer step.
 """
 
+import os
+import threading
 import warnings
-from typing import Any, Callable, Dict, List, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 import numpy
 import torch
@@ -23,8 +25,19 @@ from transformers import BatchEncoding
 from transformers.file_utils import ModelOutput
 
 from .encoders import ExactConfigHFShim, load_encoder
-from .inference import predict_lock
 from .optimizers import update_all
+
+
+class ProcessLock:
+    """A `threading.Lock` with the id of the process that made it; it pickles and copies as a new
+    lock (a lock cannot be pickled, and a copy must not share the original's turns)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+
+    def __reduce__(self) -> Tuple[type, Tuple[()]]:
+        return (ProcessLock, ())
 
 
 # Copied from spacy-transformers 1.4.0 (the pinned range is >=1.4.0,<1.5.0):
@@ -48,7 +61,15 @@ class FastTransformerModel(TransformerModel):
       encoder loads with its exact config (`encoders.ExactConfigHFShim`: spacy-transformers'
       turns a `layer_norm_eps` of 1e-12 into 0).
     - `predict` runs under `torch.inference_mode` (no autograd bookkeeping at all: ~10% faster on
-      CPU than the `no_grad` thinc uses), one thread at a time (`inference.predict_lock`).
+      CPU than the `no_grad` thinc uses), one thread at a time: thinc's `PyTorchShim.predict`
+      puts the module in eval mode and back in train mode, so a forward in another thread
+      meanwhile would run with dropout. Predictions of one model take turns on the model's lock
+      (a web server calling `nlp.pipe` from threads gets the same entities as one thread).
+      In a forked child (`nlp.pipe(texts, n_process=N)` on Linux) the first prediction gives
+      the model a new lock (the parent's may have been held at the fork) and sets torch to one
+      thread: once the parent has used OpenMP's thread pool, GNU libgomp hangs forever in a
+      forked child's first multi-threaded operation. Spawned children unpickle the model with a
+      new lock of their own (`ProcessLock`) and keep their threads.
       `predict` is what the component calls to annotate docs (`nlp(text)`, `nlp.pipe`,
       evaluation during training); `begin_update`, the training path, keeps autograd.
     - `finish_update` updates all the encoder's parameters in one fused step when the optimizer
@@ -64,15 +85,39 @@ class FastTransformerModel(TransformerModel):
     a copied transformer runs as spacy-transformers' own does.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        name: str,
+        get_spans: Callable,
+        tokenizer_config: Optional[Dict[str, Any]] = None,
+        transformer_config: Optional[Dict[str, Any]] = None,
+        mixed_precision: bool = False,
+        grad_scaler_config: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        tokenizer_config = dict(tokenizer_config or {})
+        transformer_config = dict(transformer_config or {})
+        super().__init__(
+            name,
+            get_spans,
+            tokenizer_config=tokenizer_config,
+            transformer_config=transformer_config,
+            mixed_precision=mixed_precision,
+            grad_scaler_config=dict(grad_scaler_config or {}),
+        )
         self._func = forward
         self.init = init
+        # What `init` loads the encoder with (spacy-transformers reads the same settings back
+        # from its shim's private state).
+        self.init_configs = (tokenizer_config, transformer_config)
         # The same shim, loading the saved config exactly (it adds no state of its own).
         self.layers[0].shims[0].__class__ = ExactConfigHFShim
+        self._predict_lock = ProcessLock()
 
     def predict(self, X: Any) -> Any:
-        with predict_lock(), torch.inference_mode():
+        if self._predict_lock.pid != os.getpid():  # the first prediction in a forked child
+            self._predict_lock = ProcessLock()
+            torch.set_num_threads(1)
+        with self._predict_lock.lock, torch.inference_mode():
             return super().predict(X)
 
     def finish_update(self, optimizer: Optimizer) -> None:
@@ -87,11 +132,8 @@ def init(model: TransformerModel, X: Any = None, Y: Any = None) -> None:
     output it drops; two short texts tell the width as well."""
     if model.attrs["has_transformer"]:
         return
-    hf_model = load_encoder(
-        model.attrs["name"],
-        dict(model._init_tokenizer_config),
-        dict(model._init_transformer_config),
-    )
+    tokenizer_config, transformer_config = cast(FastTransformerModel, model).init_configs
+    hf_model = load_encoder(model.attrs["name"], dict(tokenizer_config), dict(transformer_config))
     model.attrs["set_transformer"](model, hf_model)
     wordpieces = WordpieceBatch.from_batch_encoding(
         tokenize(model.tokenizer, ["hello world", "foo bar"])

@@ -356,7 +356,7 @@ def cached_load(pipeline_path: Path) -> Any:
 def test_fuzz_annotate_skip_keeps_every_good_line_once(
     tmp_path, monkeypatch, cached_load, lines, batch_size
 ):
-    monkeypatch.setattr("spacy_bert_ner.runtime.load", cached_load)
+    monkeypatch.setattr("spacy_bert_ner.inference.load", cached_load)
     source = tmp_path / "in.jsonl"
     source.write_bytes(b"\n".join(lines) + b"\n")
     output = tmp_path / "out.jsonl"

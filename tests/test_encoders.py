@@ -342,3 +342,18 @@ def test_layer_wise_learning_rates_find_every_layer(trained) -> None:
     assert {scales[n] for n in names if ".layer.0." in n} == {0.5}, arch
     word_embeddings = [n for n in names if "word_embeddings" in n]
     assert word_embeddings and all(scales[n] == 0.25 for n in word_embeddings), arch
+
+
+@pytest.mark.parametrize("arch", ["mpnet", "roberta"])
+def test_a_folder_that_holds_the_encoder_one_level_down_is_named(arch: str, tmp_path: Path) -> None:
+    """An encoder directory without config.json (the model one folder down, as an unpacked zip
+    leaves it) is a message naming the folder to pass; transformers guessed a tokenizer class
+    from the path's name and failed opening None."""
+    from spacy_bert_ner.encoders import load_encoder
+
+    outer = tmp_path / f"{arch}-download"
+    (outer / "all-model-v2").mkdir(parents=True)
+    build_encoder(arch, outer / "all-model-v2")
+    with pytest.raises(ValueError, match="without a config.json") as error:
+        load_encoder(str(outer), {}, {})
+    assert str(outer / "all-model-v2") in str(error.value)

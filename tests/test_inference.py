@@ -109,6 +109,69 @@ def test_two_threads_predict_like_one(pipeline_path: Path) -> None:
     assert [spans_with_scores(d) for d in other] == expected
 
 
+def test_two_pipelines_predict_at_once(pipeline_path: Path) -> None:
+    """Each model has its own prediction lock: a second pipeline's prediction runs while the
+    first pipeline's forward is under way (one process-wide lock made it wait for it)."""
+    import threading
+
+    first_nlp, second_nlp = spacy.load(pipeline_path), spacy.load(pipeline_path)
+    sample = texts(4)
+    expected = [ents(d) for d in second_nlp.pipe(sample)]
+    other: list = []
+    second = threading.Thread(target=lambda: other.extend(second_nlp.pipe(sample)))
+    finished_during_first: list = []
+
+    def run_second_prediction(module, args):
+        if not second.is_alive() and not other:
+            second.start()
+            second.join(timeout=30.0)
+            finished_during_first.append(not second.is_alive())
+
+    layer = first_nlp.get_pipe("transformer").model.transformer.encoder.layer[-1]
+    handle = layer.register_forward_pre_hook(run_second_prediction)
+    try:
+        list(first_nlp.pipe(sample))
+        second.join(timeout=60)
+    finally:
+        handle.remove()
+    assert finished_during_first == [True]
+    assert [ents(d) for d in other] == expected
+
+
+FORK_THREADS_SCRIPT = """
+import os, sys
+
+import torch
+
+torch.set_num_threads(2)
+import spacy_bert_ner  # noqa: F401
+
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, str(torch.get_num_threads()).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(os.read(read, 16).decode())
+"""
+
+
+def test_importing_the_package_leaves_forked_children_alone(tmp_path: Path) -> None:
+    """Importing spacy_bert_ner registers no at-fork hook: a child that the importer forks keeps
+    its torch threads (a hook pinned every forked child to one thread). Only a forked child
+    that predicts with a model switches to one thread (`test_forked_n_process_from_python`)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "fork.py"
+    script.write_text(FORK_THREADS_SCRIPT, encoding="utf8")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "2"
+
+
 def test_load_batches_more_on_a_gpu(pipeline_path: Path, monkeypatch) -> None:
     """`load` keeps the config's batching on CPU, and gives a GPU larger batches."""
     from types import SimpleNamespace

@@ -4,6 +4,8 @@ CPU each, and one CPU for the reading task)."""
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any, Dict, List
 import pytest
 import spacy
 from synthetic import make_sentences
+from util import descendants, survivors
 
 from spacy_bert_ner.annotate import annotate
 from spacy_bert_ner.annotate.options import AnnotateOptions
@@ -270,3 +273,75 @@ def test_a_pipe_is_read_whole_on_ray(pipeline_path, source, local_output, tmp_pa
     resume = AnnotateOptions(resume=True, file_format="jsonl", **RAY)
     with pytest.raises(AnnotateError, match="--resume needs the input as a regular file"):
         annotate_on_ray(str(pipeline_path), Path(f"/dev/fd/{read_end}"), output, resume)
+
+
+# --- `kill -9` of the annotate process ------------------------------------------------------------
+
+
+def kill_annotate_on_ray(
+    pipeline_path: Path, source: Path, output: Path, *args: str
+) -> Dict[int, str]:
+    """Start `annotate --engine ray` on 20,000 records, wait until it has written some, and
+    `kill -9` it: the processes it had started by then, by pid and command line."""
+    big = output.parent / "big.jsonl"
+    big.write_bytes(source.read_bytes() * 100)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    command = [sys.executable, "-m", "spacy_bert_ner", "annotate", str(pipeline_path), str(big)]
+    command += [str(output), "--engine", "ray", "--num-actors", "1", "--cpus-per-actor", "0.5"]
+    command += ["--batch-size", "8", "--on-error", "skip", *args]
+    run = subprocess.Popen(
+        command,
+        env={**env, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (output.exists() and output.stat().st_size > 0):
+            assert run.poll() is None, run.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "annotate wrote nothing in 240 s"
+            time.sleep(0.2)
+        started = descendants(run.pid)
+    finally:
+        run.kill()
+        run.wait()
+        run.stderr.close()
+    return started
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+def test_a_killed_run_leaves_no_process_of_the_cluster_it_started(pipeline_path, source, tmp_path):
+    """Within seconds of `kill -9` of annotate, no process of the local Ray cluster it started is
+    left: not the GCS or the raylet, nor the raylet's agents, workers and actors (before: the
+    DashboardAgent and RuntimeEnvAgent lived on for a minute, trying to report the raylet's death
+    to the dead GCS)."""
+    started = kill_annotate_on_ray(pipeline_path, source, tmp_path / "out.jsonl")
+    titles = " ".join(started.values())
+    for name in ("gcs_server", "raylet", "DashboardAgent", "RuntimeEnvAgent", "RayAnnotator"):
+        assert name in titles, f"no {name} among the run's processes: {started}"
+    assert survivors(started, 10) == {}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+def test_a_killed_run_leaves_a_cluster_it_joined_running(pipeline_path, source, tmp_path):
+    """annotate connected to an existing cluster (here this module's, by --ray-address) ends none
+    of its processes when it is killed: only the run's own job goes, as Ray ends it."""
+    cluster = {
+        pid: command
+        for pid, command in descendants(os.getpid()).items()
+        if any(name in command for name in ("gcs_server", "raylet", "Agent"))
+    }
+    assert len(cluster) >= 4, cluster
+    # The actors of this module's earlier runs give their CPUs back when Ray collects them:
+    # the run must find the cluster's CPUs free to start its own actor.
+    deadline = time.monotonic() + 120
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    address = ray.get_runtime_context().gcs_address
+    started = kill_annotate_on_ray(
+        pipeline_path, source, tmp_path / "out.jsonl", "--ray-address", address
+    )
+    assert not any("raylet" in command for command in started.values()), started
+    time.sleep(5)  # more than the reaper's SIGTERM-to-SIGKILL delay
+    assert survivors(cluster, 0) == cluster
+    assert ray.get(ray.remote(lambda: 42).options(num_cpus=0.5).remote()) == 42

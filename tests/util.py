@@ -1,4 +1,5 @@
-"""Helpers the tests share: the project config, a pipeline built from it, and a short training loop.
+"""Helpers the tests share: the project config, a pipeline built from it, a short training loop,
+and the processes descended from one (read from /proc, Linux).
 
 (Fixtures and pytest hooks stay in conftest.py; pytest discourages importing conftest.)
 """
@@ -8,6 +9,7 @@ import re
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -72,3 +74,41 @@ def fresh_environment(base: Path) -> Path:
             (dependencies / entry.name).symlink_to(entry)
     (site_packages / "dependencies.pth").write_text(f"{dependencies}\n")
     return fresh / "bin" / "python"
+
+
+def descendants(pid: int) -> Dict[int, str]:
+    """The living descendants of `pid` (from /proc), with their command lines."""
+    parents: Dict[int, List[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and alive(int(entry.name)):
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = {}, [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            try:
+                found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            todo.append(child)
+    return {child: command.decode(errors="replace")[:100] for child, command in found.items()}
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def survivors(processes: Dict[int, str], seconds: float) -> Dict[int, str]:
+    """Those of `processes` still alive `seconds` from now (or as soon as none is)."""
+    deadline = time.monotonic() + seconds
+    while any(alive(pid) for pid in processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return {pid: command for pid, command in processes.items() if alive(pid)}

@@ -9,7 +9,7 @@ resumable, nothing lost silently (the guarantees: docs/annotate.md). One module 
 - `local`: the local engine (`nlp.pipe`, optionally in worker processes);
 - `ray_engine`: the Ray engine (Ray Data and an actor pool; Ray is imported only when it runs).
 
-Pipelines are loaded by `spacy_bert_ner.runtime` (shared with `analyze`).
+Pipelines are loaded by `spacy_bert_ner.inference.load_pipeline` (shared with `analyze`).
 """
 
 from .local import annotate, annotate_model

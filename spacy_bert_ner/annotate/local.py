@@ -16,7 +16,7 @@ from typing import Callable, Deque, Iterator, List, Optional, Tuple
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from ..runtime import load_pipeline
+from ..inference import load_pipeline
 from .claim import OutputLock, check_paths
 from .options import AnnotateOptions, AnnotateStats, RecordError
 from .outputs import annotated, pipeline_spans_key
@@ -187,7 +187,7 @@ def worker_processes(n_process: int) -> Iterator[None]:
     """While `nlp.pipe` runs `n_process` > 1 worker processes: forked workers die with this
     process (`_die_with_parent`, installed here, by the code that forks, and active only during
     the run), and spawned workers, which import torch afresh and read OMP_NUM_THREADS, get their
-    share of the cores (forked ones run one thread each: `inference._after_fork_in_child`)."""
+    share of the cores (forked ones run one thread each: `FastTransformerModel.predict`)."""
     global _FORKING_PARENT, _FORK_HOOK_INSTALLED
     if n_process <= 1:
         yield

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 import numpy
 from spacy.tokens import Doc
 
-from ..runtime import SetupError, load_pipeline
+from ..inference import SetupError, load_pipeline
 from .claim import OutputLock, check_paths
 from .options import AnnotateError, AnnotateOptions, AnnotateStats, RecordError, TruncatedInputError
 from .outputs import Annotated, annotated, pipeline_spans_key
@@ -32,6 +32,7 @@ from .reading import (
     read_error,
     read_record,
 )
+from .reaper import reaped_on_death
 from .writers import AnnotatedOutput, open_writer
 
 # Docs per batch when the options leave it to the engine (Ray cannot ask the pipeline before
@@ -268,7 +269,10 @@ def _annotate_on_ray(
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=options.address, log_to_driver=False)
+        # The processes of a local cluster started here end within seconds of this process,
+        # however it dies (`reaper`); a cluster this connects to is left alone.
+        with reaped_on_death():
+            ray.init(address=options.address, log_to_driver=False)
     cluster_cpus = ray.cluster_resources().get("CPU", 0)
     if options.num_actors * options.cpus_per_actor + 1 > cluster_cpus:
         raise AnnotateError(
