@@ -42,10 +42,9 @@ HEADER = """# Benchmarks
 edit those (or the scripts that write them), not this page. -->
 
 Each table is one claim, made by one command of `benchmarks/project.yml` (`python -m spacy project
-run COMMAND benchmarks`), which writes its runs under `benchmarks/work/` and its latest result to
-`benchmarks/results/` (git keeps the history). Accuracy is entity-level exact match (%), the
-encoder the embedded all-MiniLM-L6-v2 unless a table says otherwise. CPU figures come from 2-core
-x86_64 machines, often shared (training minutes are wall time); GPU figures from one H100.
+run COMMAND benchmarks`) that writes its runs to `benchmarks/work/` and its latest result to
+`benchmarks/results/`. Accuracy: entity-level exact match (%), with the embedded all-MiniLM-L6-v2
+unless a table says otherwise. CPU: 2-core x86_64 machines, often shared (wall time); GPU: one H100.
 """
 
 
@@ -78,10 +77,10 @@ def section(record: Dict[str, Any]) -> List[str]:
         about.append(
             "Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items()) + "."
         )
-    lines += [" ".join(about), ""]
+    # The notes follow as a list (a list may start right after a paragraph).
+    lines.append(" ".join(about))
     lines += [f"- {note}" for note in record.get("notes", [])]
-    if record.get("notes"):
-        lines.append("")
+    lines.append("")
     return lines
 
 

@@ -364,6 +364,9 @@ CLAIMS: Dict[str, Any] = {
             "Seed noise is about ±0.3 F1: differences of that size between configs are not "
             "findings.",
             "Training minutes: one torch thread, two runs side by side on 2 cores.",
+            "Seed 0 retrained with the current code: dev F1 94.30, test F1 89.95 (`python "
+            "accuracy.py run bert_ner conll2003 --epochs 4 --name default-s0 --set "
+            "system.seed=0`, 1,896 updates).",
         ],
     ),
     "default-wnut17": (
@@ -462,9 +465,11 @@ CLAIMS: Dict[str, Any] = {
         [
             "One seed each: on a 1,000-sentence training set, differences of a point or less "
             "are not findings.",
-            "Ours ran with one dev evaluation (`--set training.eval_frequency.evaluations=1`: "
-            "step 0 and the end), which its train minutes include; the recipe evaluates none.",
-            "Runs one at a time, 2 torch threads, on a machine that also ran short tests.",
+            "Ours evaluated on dev twice (`--set training.eval_frequency.evaluations=1`: at "
+            "step 0 and at the end), which its train minutes include; the recipe evaluates none.",
+            "Minutes on a shared machine (the scale, not the speed): the MiniLM runs on 2 torch "
+            "threads beside short tests, the MPNet runs on 1 torch thread beside another "
+            "training.",
         ],
     ),
     "encoder-cost": (
