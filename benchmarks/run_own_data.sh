@@ -7,18 +7,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 name=$1; shift
-# The workflow runs in its own directory: data paths made absolute.
-args=(); previous=""
-for arg in "$@"; do
-  case $previous in
-    --vars.train|--vars.dev|--vars.test) arg=$(realpath "$arg") ;;
-  esac
-  args+=("$arg"); previous=$arg
-done
+source "$root/benchmarks/project_copy.sh"
 dir=$root/benchmarks/work/own_data/$name
-rm -rf "$dir" && mkdir -p "$dir"
-cp "$root/project.yml" "$dir/" && cp -r "$root/configs" "$dir/configs"
-ln -s "$root/spacy_bert_ner" "$dir/spacy_bert_ner"
+project_copy "$root" "$dir" "$@"
 cd "$dir"
 mkdir -p metrics && : > metrics/timings.tsv
 for step in convert train evaluate; do

@@ -9,17 +9,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 name=$1; shift
-args=(); previous=""
-for arg in "$@"; do
-  case $previous in
-    --vars.train|--vars.dev|--vars.test) arg=$(realpath "$arg") ;;
-  esac
-  args+=("$arg"); previous=$arg
-done
+source "$here/project_copy.sh"
 dir=$here/work/shipped/$name
-rm -rf "$dir" && mkdir -p "$dir"
-cp "$root/project.yml" "$dir/" && cp -r "$root/configs" "$dir/configs"
-ln -s "$root/spacy_bert_ner" "$dir/spacy_bert_ner"
+project_copy "$root" "$dir" "$@"
 cd "$dir"
 start=$(date +%s)
 # `install` (the last step) goes to a folder of the run, not this environment.
