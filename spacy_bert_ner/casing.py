@@ -106,7 +106,7 @@ def _forward(
     padded_shape = (n_tokens + pad * (len(filled) + 1), width)
     if not is_train:
         encoded = _predict_in_chunks(model, ids, rows, padded_shape)
-        return model.ops.unflatten(encoded[rows], cast(Ints1d, lengths)), _no_backprop
+        return model.ops.unflatten(encoded, cast(Ints1d, lengths)), _no_backprop
     embedded, backprop_embeddings = embeddings(ids, is_train)
     mixed, backprop_mix = mix(embedded, is_train)
     padded = model.ops.alloc2f(*padded_shape)
@@ -127,23 +127,23 @@ def _forward(
 def _predict_in_chunks(
     model: Model, ids: Ints2d, rows: Ints1d, padded_shape: Tuple[int, int]
 ) -> Floats2d:
-    """The window encoder's output over the padded array that `_forward` builds, computed
-    `PREDICT_ROWS` rows at a time, so that only a chunk's activations are held (a 1M-character
-    doc's are a GB). A row's output depends on the `pad` rows on either side of it (the encoder's
-    receptive field), so a chunk encoded with those rows around it gives the one-pass output."""
+    """The window encoder's output for each token (its row of the padded array that `_forward`
+    builds), computed `PREDICT_ROWS` tokens at a time, so that only a chunk's activations are held
+    (a 1M-character doc's are a GB), and only the tokens' rows are kept. A row's output depends on
+    the `pad` rows on either side of it (the encoder's receptive field), so a chunk encoded with
+    those rows around it gives the one-pass output."""
     embeddings, mix, window = (model.get_ref(name) for name in ("embeddings", "mix", "window"))
     pad = model.get_ref("encode").attrs["pad"]
     padded = model.ops.alloc2f(*padded_shape)
     for start in range(0, len(ids), PREDICT_ROWS):
         chunk = slice(start, start + PREDICT_ROWS)
         padded[rows[chunk]] = mix.predict(embeddings.predict(ids[chunk]))
-    encoded = model.ops.alloc2f(*padded_shape, zeros=False)
-    for start in range(0, len(padded), PREDICT_ROWS):
-        stop = min(start + PREDICT_ROWS, len(padded))
-        first = max(start - pad, 0)
-        encoded[start:stop] = window.predict(padded[first : stop + pad])[
-            start - first : stop - first
-        ]
+    encoded = model.ops.alloc2f(len(ids), padded_shape[1], zeros=False)
+    for start in range(0, len(ids), PREDICT_ROWS):
+        chunk_rows = rows[start : start + PREDICT_ROWS]
+        first = max(int(chunk_rows[0]) - pad, 0)
+        window_out = window.predict(padded[first : int(chunk_rows[-1]) + pad + 1])
+        encoded[start : start + len(chunk_rows)] = window_out[chunk_rows - first]
     return encoded
 
 

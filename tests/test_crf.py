@@ -8,7 +8,7 @@ from typing import List, Sequence, Tuple
 import numpy
 import pytest
 from thinc.api import fix_random_seed
-from util import build_nlp, train
+from util import build_nlp, small_tok2vec, train
 
 from spacy_bert_ner.crf import crf_loss
 from spacy_bert_ner.decoding import decode_batch, make_constraints, make_tags, viterbi
@@ -243,19 +243,6 @@ def test_crf_with_teacher_weight_is_an_error(tiny_bert):
     nlp.initialize(lambda: examples)
     with pytest.raises(ValueError, match="has a CRF.*teacher_weight = 0.0, or crf = false"):
         nlp.update(examples)
-
-
-def small_tok2vec(width: int) -> dict:
-    return {
-        "@architectures": "spacy.HashEmbedCNN.v2",
-        "width": width,
-        "depth": 1,
-        "embed_size": 100,
-        "window_size": 1,
-        "maxout_pieces": 2,
-        "subword_features": False,
-        "pretrained_vectors": None,
-    }
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])

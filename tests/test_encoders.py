@@ -263,17 +263,22 @@ def test_hidden_states_are_the_encoders_own(trained) -> None:
         model.transformer.train(training)
 
 
-def test_long_documents_are_encoded_in_windows(trained) -> None:
+def test_long_documents_are_encoded_in_windows(trained, monkeypatch) -> None:
     """A document of 40 sentences is encoded in many windows, every token gets word pieces, and
-    every sentence gets the entities the sentence alone gets."""
+    every sentence gets the entities the sentence alone gets; the same when each window is
+    encoded alone, cut to its own length (`transformer_model.WINDOW_BATCH_PIECES`)."""
+    from spacy_bert_ner import transformer_model
+
     arch, _, _, path = trained
     nlp = spacy.load(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # every window fits: no warning
-        doc = nlp(" ".join([SENTENCE] * 40))
-    assert len(doc._.trf_data.wordpieces.input_ids) > 10, arch
-    assert all(_pieces_of_tokens(doc)), arch
-    assert _ents(doc) == EXPECTED * 40, arch
+    for window_batch_pieces in (transformer_model.WINDOW_BATCH_PIECES, 1):
+        monkeypatch.setattr(transformer_model, "WINDOW_BATCH_PIECES", window_batch_pieces)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # every window fits: no warning
+            doc = nlp(" ".join([SENTENCE] * 40))
+        assert len(doc._.trf_data.wordpieces.input_ids) > 10, arch
+        assert all(_pieces_of_tokens(doc)), arch
+        assert _ents(doc) == EXPECTED * 40, arch
 
 
 def test_windows_longer_than_the_encoder_takes_are_warned_about(trained) -> None:

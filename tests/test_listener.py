@@ -6,6 +6,7 @@ import pytest
 import spacy
 from spacy.tokens import Doc
 from spacy_transformers.layers import TransformerListener
+from util import traced_peak
 
 from spacy_bert_ner.listener import FastTransformerListener
 
@@ -134,8 +135,6 @@ def test_long_document_prediction_memory_is_bounded(
     not all of them (a 1M-character doc's are 0.9 GB with MiniLM): the listener's peak
     allocation stays near its output, well below the size of the doc's word-piece vectors
     (chunks of 1,024 tokens here, as the tiny BERT's vectors are small)."""
-    import tracemalloc
-
     from spacy.util import registry
 
     from spacy_bert_ner import listener
@@ -146,13 +145,7 @@ def test_long_document_prediction_memory_is_bounded(
     trf_data = nlp(" ".join([TEXT] * 2000))._.trf_data  # 18,000 tokens, 188 windows
     hidden = trf_data.model_output["last_hidden_state"]
     layer = trfs2arrays(registry.get("layers", "reduce_mean.v1")(), 1.0)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        (pooled,) = layer.predict([trf_data])
-        peak = tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
+    (pooled,), peak = traced_peak(lambda: layer.predict([trf_data]))
     assert len(pooled) == 18_000 and hidden.shape[0] > 150
     # One gather over a copy of all word pieces peaks above hidden.nbytes + pooled.nbytes.
     assert peak < pooled.nbytes + hidden.nbytes / 2, (peak, pooled.nbytes, hidden.nbytes)
@@ -161,23 +154,26 @@ def test_long_document_prediction_memory_is_bounded(
 def test_long_document_predicted_in_chunks_as_in_one_pass(
     pipeline_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """bert_ner's prediction pools the listener's tokens and runs the casing features' window
-    encoder a chunk at a time (listener.POOL_TOKENS, casing.PREDICT_ROWS): with small chunks, a
-    long doc gets the casing features, scores and entities of one chunk."""
+    """bert_ner's prediction pools the listener's tokens, runs the casing features' window
+    encoder and the classifier a chunk at a time (listener.POOL_TOKENS, casing.PREDICT_ROWS,
+    architectures.PREDICT_ROWS): with small chunks, a long doc gets the casing features, scores
+    and entities of one chunk."""
     import numpy
 
-    from spacy_bert_ner import casing, listener
+    from spacy_bert_ner import architectures, casing, listener
 
     nlp = spacy.load(pipeline_path)
     text = " ".join([TEXT, "John Smith  and\n\nParis ."] * 30)
     monkeypatch.setattr(listener, "POOL_TOKENS", 10**9)
     monkeypatch.setattr(casing, "PREDICT_ROWS", 10**9)
+    monkeypatch.setattr(architectures, "PREDICT_ROWS", 10**9)
     one_pass = nlp(text)
     features = nlp.get_pipe("bert_ner").model.get_ref("features")
     expected = features.predict([one_pass])
     scores = nlp.get_pipe("bert_ner").predict([one_pass])
     monkeypatch.setattr(listener, "POOL_TOKENS", 5)
     monkeypatch.setattr(casing, "PREDICT_ROWS", 7)
+    monkeypatch.setattr(architectures, "PREDICT_ROWS", 11)
     chunked = nlp(text)
     assert len(chunked) > 7 * 30
     numpy.testing.assert_allclose(features.predict([chunked])[0], expected[0], rtol=1e-5, atol=1e-6)

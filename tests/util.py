@@ -1,5 +1,5 @@
 """Helpers the tests share: the project config, a pipeline built from it, a short training loop,
-and the processes descended from one (read from /proc, Linux).
+the processes descended from one (read from /proc, Linux), and the peak allocation of a call.
 
 (Fixtures and pytest hooks stay in conftest.py; pytest discourages importing conftest.)
 """
@@ -11,7 +11,7 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from spacy.language import Language
 from spacy.training import Example
@@ -112,3 +112,31 @@ def survivors(processes: Dict[int, str], seconds: float) -> Dict[int, str]:
     while any(alive(pid) for pid in processes) and time.monotonic() < deadline:
         time.sleep(0.1)
     return {pid: command for pid, command in processes.items() if alive(pid)}
+
+
+def small_tok2vec(width: int) -> dict:
+    """A small spaCy tok2vec (spacy.HashEmbedCNN.v2) config, for a model without a transformer."""
+    return {
+        "@architectures": "spacy.HashEmbedCNN.v2",
+        "width": width,
+        "depth": 1,
+        "embed_size": 100,
+        "window_size": 1,
+        "maxout_pieces": 2,
+        "subword_features": False,
+        "pretrained_vectors": None,
+    }
+
+
+def traced_peak(function: Callable[[], Any]) -> Tuple[Any, int]:
+    """`function()`'s result and the most memory it allocated at once, in bytes, above what was
+    allocated before it (tracemalloc: Python objects and numpy arrays, not torch tensors)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        result = function()
+        return result, tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
