@@ -7,7 +7,7 @@ not trained: the benchmark measures memory and speed, and entities from random w
 and sensitive to any change in the encoder's output) is built once into benchmarks/work/. Each
 length runs in a fresh process (`os.wait4` gives its peak RSS), on a text of CoNLL-2003 train
 sentences repeated. The first length also runs with every window in one encoder pass (the path
-before window batches, `transformer_model.WINDOW_BATCH_PIECES` unlimited), and its entities must
+before window batches, `window_batches.WINDOW_BATCH_PIECES` unlimited), and its entities must
 be identical (--no-check-single-pass skips that run: at 1M characters it takes 5-7 GB, and as long
 again). --expected compares each length's entities with an earlier run's (the
 `entities-{chars}.json` files of a directory). A length is skipped once the previous one projects
@@ -85,11 +85,11 @@ def child(pipeline: Path, n_chars: int, single_pass: bool, entities_path: str) -
     import spacy
     import torch
 
-    from spacy_bert_ner import transformer_model
+    from spacy_bert_ner import window_batches
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     if single_pass:
-        transformer_model.WINDOW_BATCH_PIECES = sys.maxsize
+        window_batches.WINDOW_BATCH_PIECES = sys.maxsize
     nlp = spacy.load(pipeline)
     nlp.max_length = max(nlp.max_length, n_chars + 1)
     text = make_text(n_chars)

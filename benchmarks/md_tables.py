@@ -21,7 +21,6 @@ ORDER = [
     "default_wnut17",
     "own_data",
     "encoders",
-    "encoder_cost",
     "shipped",
     "out_of_domain",
     "train_time",

@@ -288,11 +288,24 @@ def encoder_name(value: str) -> str:
 
 
 def encoders(runs: List[Run]) -> Table:
-    """Ours and the Hugging Face recipe with each encoder on the same data and epochs."""
-    rows = [
-        [encoder_name(r["encoder"]), *system_scores(r), round(r["predict_seconds"] / 60)]
-        for r in runs
-    ]
+    """Ours and the Hugging Face recipe with each encoder on the same data and epochs, and the
+    training words/s of each (training_speed.py's runs with that encoder: ours, and the plain
+    PyTorch loop for the recipe)."""
+    speeds = {encoder_name(r["encoder"]): r for r in runs if "plain_pytorch" in r}
+    rows = []
+    for r in runs:
+        if "plain_pytorch" in r:
+            continue
+        speed = speeds.get(encoder_name(r["encoder"]))
+        words = speed["ours" if r["system"] == "bert_ner" else "plain_pytorch"] if speed else {}
+        rows.append(
+            [
+                encoder_name(r["encoder"]),
+                *system_scores(r),
+                round(r["predict_seconds"] / 60),
+                words.get("words_per_second"),
+            ]
+        )
     columns = [
         "encoder",
         "system",
@@ -303,30 +316,10 @@ def encoders(runs: List[Run]) -> Table:
         "test F1",
         "train min",
         "predict min (dev + test)",
+        "train words/s, idle",
     ]
-    return {"columns": columns, "rows": rows, "seeds": sorted({seed_of(r) for r in runs})}
-
-
-# CoNLL-2003 train: 203,621 words in 14,041 sentences.
-WORDS_PER_CONLL_SENTENCE = 203621 / 14041
-
-
-def encoder_training_cost(runs: List[Run]) -> Table:
-    """training_speed.py with real encoders: words/s of ours and of the plain loop, and what
-    ours takes per epoch of 1,000 CoNLL-2003 sentences."""
-    rows = []
-    for run in runs:
-        ours, plain = run["ours"]["words_per_second"], run["plain_pytorch"]["words_per_second"]
-        seconds = 1000 * WORDS_PER_CONLL_SENTENCE / ours
-        rows.append([encoder_name(run["encoder"]), ours, plain, run["ratio"], round(seconds)])
-    columns = [
-        "encoder",
-        "ours words/s",
-        "plain loop words/s",
-        "ratio",
-        "ours s per 1,000 sentences",
-    ]
-    return {"columns": columns, "rows": rows, "seeds": [0]}
+    seeds = sorted({seed_of(r) for r in runs if "plain_pytorch" not in r})
+    return {"columns": columns, "rows": rows, "seeds": seeds}
 
 
 def curves(runs: List[Run]) -> Table:
@@ -479,21 +472,12 @@ CLAIMS: Dict[str, Any] = {
             "are not findings.",
             "Ours evaluated on dev twice (`--set training.eval_frequency.evaluations=1`: at "
             "step 0 and at the end), which its train minutes include; the recipe evaluates none.",
-            "Minutes on a shared machine (the scale, not the speed): the MiniLM runs on 2 torch "
-            "threads beside short tests, the MPNet runs on 1 torch thread beside another "
-            "training.",
+            "Minutes on a shared machine (the scale, not the speed: MiniLM on 2 torch threads "
+            "beside short tests, MPNet on 1 beside another training). Train words/s with nothing "
+            "else running: `training_speed.py --encoder E`, the first 200 ten-sentence docs of "
+            "CoNLL-2003 train, best of 2 alternating rounds of 10 batches, 2 torch threads; for "
+            "the recipe, its plain PyTorch loop (AdamW, 32 sentences a batch).",
         ],
-    ),
-    "encoder-cost": (
-        "What each encoder costs to train (CPU)",
-        "`nlp.update` with the project config against a plain PyTorch loop "
-        "(`AutoModelForTokenClassification`, AdamW, 32 sentences a batch), each real encoder, on "
-        "the first 200 ten-sentence docs of CoNLL-2003 train: best of 2 alternating rounds of "
-        "10 batches, 2 torch threads, nothing else running. Seconds per 1,000 sentences: "
-        "ours' words/s over CoNLL-2003 train's 14.5 words a sentence.",
-        "python -m spacy project run encoders benchmarks",
-        encoder_training_cost,
-        [],
     ),
     "shipped": (
         "What the workflow ships, for any run length",

@@ -17,7 +17,6 @@ from thinc.api import (
     concatenate,
     with_array,
 )
-from thinc.layers.chain import forward as chain_forward
 from thinc.types import Floats2d, FloatsXd, Ragged
 
 from .casing import casing_features
@@ -179,9 +178,11 @@ def _classifier_forward(
     """thinc's `chain` in training; in prediction, the classifier over `PREDICT_ROWS` token rows
     at a time, its inputs (the tok2vec's vectors, and the features' if any) side by side a chunk
     at a time, where thinc would join the whole batch's."""
-    if is_train:
-        return chain_forward(model, docs, is_train)
     inputs, head = model.layers
+    if is_train:
+        X, backprop_inputs = inputs(docs, is_train)
+        Y, backprop_head = head(X, is_train)
+        return Y, lambda dY: backprop_inputs(backprop_head(dY))
     sources = inputs.layers if model.attrs["has_features"] else [inputs]
     columns = [source.predict(docs) for source in sources]  # per source, an array per doc
     classify = head.layers[0]

@@ -266,13 +266,13 @@ def test_hidden_states_are_the_encoders_own(trained) -> None:
 def test_long_documents_are_encoded_in_windows(trained, monkeypatch) -> None:
     """A document of 40 sentences is encoded in many windows, every token gets word pieces, and
     every sentence gets the entities the sentence alone gets; the same when each window is
-    encoded alone, cut to its own length (`transformer_model.WINDOW_BATCH_PIECES`)."""
-    from spacy_bert_ner import transformer_model
+    encoded alone, cut to its own length (`window_batches.WINDOW_BATCH_PIECES`)."""
+    from spacy_bert_ner import window_batches
 
     arch, _, _, path = trained
     nlp = spacy.load(path)
-    for window_batch_pieces in (transformer_model.WINDOW_BATCH_PIECES, 1):
-        monkeypatch.setattr(transformer_model, "WINDOW_BATCH_PIECES", window_batch_pieces)
+    for window_batch_pieces in (window_batches.WINDOW_BATCH_PIECES, 1):
+        monkeypatch.setattr(window_batches, "WINDOW_BATCH_PIECES", window_batch_pieces)
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)  # every window fits: no warning
             doc = nlp(" ".join([SENTENCE] * 40))

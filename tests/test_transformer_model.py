@@ -7,7 +7,8 @@ import pytest
 import spacy
 from spacy_transformers.data_classes import FullTransformerBatch
 
-from spacy_bert_ner.transformer_model import FastTransformerModel, split_by_doc, window_batches
+from spacy_bert_ner.transformer_model import FastTransformerModel, split_by_doc
+from spacy_bert_ner.window_batches import window_batches
 
 TEXT = "john smith works for acme corp in paris ."
 
@@ -135,10 +136,10 @@ def test_window_batches_group_windows_of_similar_length(left_padded: bool, monke
     LENGTH_STEP); windows padded on the left keep the full width."""
     from spacy_transformers.data_classes import WordpieceBatch
 
-    from spacy_bert_ner import transformer_model
+    from spacy_bert_ner import window_batches as batching
 
-    monkeypatch.setattr(transformer_model, "WINDOW_BATCH_PIECES", 64)
-    monkeypatch.setattr(transformer_model, "LENGTH_STEP", 4)
+    monkeypatch.setattr(batching, "WINDOW_BATCH_PIECES", 64)
+    monkeypatch.setattr(batching, "LENGTH_STEP", 4)
     lengths = [3, 40, 17, 16, 1, 70, 15]
     width = max(lengths)
     mask = numpy.arange(width) < numpy.asarray(lengths)[:, None]
@@ -166,7 +167,7 @@ def test_long_document_is_encoded_in_window_batches(pipeline_path: Path, monkeyp
     alignment and entities."""
     import sys
 
-    from spacy_bert_ner import transformer_model
+    from spacy_bert_ner import window_batches as batching
 
     nlp = spacy.load(pipeline_path)
     encoder = nlp.get_pipe("transformer").model.transformer
@@ -177,12 +178,12 @@ def test_long_document_is_encoded_in_window_batches(pipeline_path: Path, monkeyp
     # 1,550 tokens: 16 windows of 128 tokens, stride 96, of about 130 word pieces in the first
     # half and 230 in the second (the tiny BERT spells "qwertyuiop" in 10)
     text = " ".join([TEXT] * 75 + [TEXT + " qwertyuiop"] * 75)
-    monkeypatch.setattr(transformer_model, "WINDOW_BATCH_PIECES", sys.maxsize)
+    monkeypatch.setattr(batching, "WINDOW_BATCH_PIECES", sys.maxsize)
     one_pass = nlp(text)
     assert len(passes) == 1 and passes[0][0] > 10
     windows, width = passes[0]
     passes.clear()
-    monkeypatch.setattr(transformer_model, "WINDOW_BATCH_PIECES", 4 * width)
+    monkeypatch.setattr(batching, "WINDOW_BATCH_PIECES", 4 * width)
     batched = nlp(text)
     assert sum(n for n, _ in passes) == windows and len(passes) >= windows / 4
     assert all(n * w <= 4 * width for n, w in passes)
@@ -206,9 +207,7 @@ def test_long_document_is_encoded_in_window_batches(pipeline_path: Path, monkeyp
     monkeypatch.undo()
     passes.clear()
     nlp(" ".join([TEXT] * 2000))
-    assert (
-        len(passes) > 1 and max(n * w for n, w in passes) <= transformer_model.WINDOW_BATCH_PIECES
-    )
+    assert len(passes) > 1 and max(n * w for n, w in passes) <= batching.WINDOW_BATCH_PIECES
     passes.clear()
     nlp(TEXT)
     assert len(passes) == 1
