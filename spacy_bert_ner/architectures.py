@@ -158,7 +158,6 @@ def token_classifier(
         init=layers.init,
         dims={name: layers.maybe_get_dim(name) for name in layers.dim_names},
         layers=layers.layers,
-        attrs={"has_features": features is not None},
     )
     model.set_ref("tok2vec", tok2vec)
     model.set_ref("output_layer", output_layer)
@@ -183,7 +182,7 @@ def _classifier_forward(
         X, backprop_inputs = inputs(docs, is_train)
         Y, backprop_head = head(X, is_train)
         return Y, lambda dY: backprop_inputs(backprop_head(dY))
-    sources = inputs.layers if model.attrs["has_features"] else [inputs]
+    sources = inputs.layers if model.has_ref("features") else [inputs]
     columns = [source.predict(docs) for source in sources]  # per source, an array per doc
     classify = head.layers[0]
     pieces: List[List[Floats2d]] = [[] for _ in docs]

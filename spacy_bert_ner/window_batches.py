@@ -33,33 +33,31 @@ def encode(
     n_windows, width = wordpieces.input_ids.shape
     if is_train or n_windows <= max(1, WINDOW_BATCH_PIECES // max(width, 1)):
         return transformer(wordpieces, is_train)
-    merged: Dict[str, Any] = {}  # each output (a tuple of them: a list) for all windows
-    output_type = ModelOutput
+    merged: Dict[str, List[torch.Tensor]] = {}  # each output's tensors, for all windows
     for windows, length in window_batches(wordpieces):
         output, _ = transformer(_trimmed(wordpieces, windows, length), False)
-        output_type = type(output)
         rows = torch.as_tensor(windows)
         for key, value in output.items():
-            if isinstance(value, torch.Tensor) and value.dim():
-                parts = [value]
-            elif isinstance(value, tuple) and all(isinstance(t, torch.Tensor) for t in value):
-                parts = list(value)
-            else:
+            parts = _tensors(value)
+            if not parts:
                 continue
             if key not in merged:
-                full = [
-                    part.new_zeros(_full_shape(key, part.shape, n_windows, width)) for part in parts
-                ]
-                merged[key] = full[0] if isinstance(value, torch.Tensor) else full
-            targets = [merged[key]] if isinstance(value, torch.Tensor) else merged[key]
-            for target, part in zip(targets, parts):
-                target[(rows.to(part.device), *_sequence_slices(key, part))] = part
-    outputs = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}
+                shapes = [_full_shape(key, part.shape, n_windows, width) for part in parts]
+                merged[key] = [part.new_zeros(shape) for part, shape in zip(parts, shapes)]
+            for target, part in zip(merged[key], parts):
+                index: Tuple[Any, ...] = (rows.to(part.device), *_sequence_slices(key, part))
+                target[index] = part
+    # Each output as the encoder gives it: a tensor, or a tuple of them (hidden_states).
+    outputs = {
+        key: tuple(merged[key]) if isinstance(value, tuple) else merged[key][0]
+        for key, value in output.items()
+        if key in merged
+    }
 
     def backprop(d_output: Any) -> Any:
         raise ValueError("Window batches are encoded in prediction only, without a backward pass.")
 
-    return output_type(**outputs), backprop
+    return type(output)(**outputs), backprop
 
 
 # A window batch's padded length is its longest window's, rounded up to a multiple of this: few
@@ -101,6 +99,16 @@ def _trimmed(wordpieces: WordpieceBatch, windows: numpy.ndarray, length: int) ->
         lengths=[wordpieces.lengths[i] for i in windows],
         token_type_ids=None if token_type_ids is None else token_type_ids[windows, :length],
     )
+
+
+def _tensors(value: Any) -> List[torch.Tensor]:
+    """An encoder output's tensors: the output itself, or those of a tuple of tensors; none for
+    anything else (a scalar, None)."""
+    if isinstance(value, torch.Tensor) and value.dim():
+        return [value]
+    if isinstance(value, tuple) and value and all(isinstance(t, torch.Tensor) for t in value):
+        return list(value)
+    return []
 
 
 def _full_shape(key: str, shape: torch.Size, n_windows: int, width: int) -> Tuple[int, ...]:

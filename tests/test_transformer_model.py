@@ -159,6 +159,59 @@ def test_window_batches_group_windows_of_similar_length(left_padded: bool, monke
         assert batches == [([5], 70), ([1], 40), ([2, 3, 6], 20), ([0, 4], 4)]
 
 
+def test_window_batches_keep_every_output_of_the_encoder(monkeypatch) -> None:
+    """Encoded a window batch at a time, an encoder's outputs come back whole, at every word
+    piece of every window: the last hidden state, the pooled output, a tuple of hidden states
+    (`output_hidden_states`) and attention scores over two piece dimensions (an encoder here that
+    computes them from the ids alone)."""
+    import torch
+    from spacy_transformers.data_classes import WordpieceBatch
+    from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
+
+    from spacy_bert_ner import window_batches as batching
+
+    def encoder(wordpieces, is_train):
+        ids = torch.as_tensor(wordpieces.input_ids).float()
+        hidden = ids[..., None] * torch.arange(1, 4).float()
+        scores = (ids[:, None, :, None] + ids[:, None, None, :]).expand(-1, 2, -1, -1)
+        output = BaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=hidden,
+            pooler_output=hidden[:, 0],
+            hidden_states=(hidden, 2 * hidden),
+            attentions=(scores,),
+        )
+        return output, None
+
+    rng = numpy.random.default_rng(0)
+    lengths = rng.integers(1, 60, 40)
+    pieces = numpy.arange(lengths.max()) < lengths[:, None]
+    wordpieces = WordpieceBatch(
+        strings=[["x"] * pieces.shape[1]] * len(lengths),
+        input_ids=numpy.where(pieces, rng.integers(1, 100, pieces.shape), 0).astype("i"),
+        attention_mask=pieces.astype("f"),
+        lengths=lengths.tolist(),
+        token_type_ids=None,
+    )
+    expected, _ = encoder(wordpieces, False)
+    monkeypatch.setattr(batching, "WINDOW_BATCH_PIECES", 128)
+    batches = batching.window_batches(wordpieces)
+    assert len(batches) > 10 and len({length for _, length in batches}) > 1
+    output, _ = batching.encode(encoder, wordpieces, False)
+    assert type(output) is type(expected) and output.keys() == expected.keys()
+    mask = torch.as_tensor(pieces)
+    both = mask[:, None, :, None] & mask[:, None, None, :]
+    assert torch.equal(output.pooler_output, expected.pooler_output)
+    assert isinstance(output.hidden_states, tuple) and len(output.hidden_states) == 2
+    for ours, theirs in zip(
+        (output.last_hidden_state, *output.hidden_states),
+        (expected.last_hidden_state, *expected.hidden_states),
+    ):
+        assert ours.shape == theirs.shape and torch.equal(ours[mask], theirs[mask])
+    ours, theirs = output.attentions[0], expected.attentions[0]
+    assert ours.shape == theirs.shape
+    assert torch.equal(ours[both.expand_as(ours)], theirs[both.expand_as(theirs)])
+
+
 def test_long_document_is_encoded_in_window_batches(pipeline_path: Path, monkeypatch) -> None:
     """A document of many windows reaches the encoder a window batch at a time (all windows in
     one pass held every window's attention scores at once: 5-7 GB for a 1M-character document),

@@ -49,16 +49,22 @@ def living() -> Dict[int, Tuple[int, int]]:
     """Every living (not zombie) process: pid -> (parent pid, start time), read from /proc."""
     found = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):  # gone meanwhile
-            continue
-        if fields[0] != b"Z":
-            found[int(name)] = (int(fields[1]), int(fields[19]))
+        if name.isdigit():
+            stat = _stat(int(name))
+            if stat is not None:
+                found[int(name)] = stat
     return found
+
+
+def _stat(pid: int) -> Optional[Tuple[int, int]]:
+    """The parent pid and start time of process `pid`, from /proc; None if there is none (or
+    only a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):  # gone meanwhile
+        return None
+    return None if fields[0] == b"Z" else (int(fields[1]), int(fields[19]))
 
 
 def children(pid: int, processes: Dict[int, Tuple[int, int]]) -> Set[Process]:
@@ -104,12 +110,8 @@ def send(process: Process, sig: int) -> None:
 
 def living_start(pid: int) -> int:
     """The start time of process `pid`, or -1 if there is none (or only a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return -1
-    return -1 if fields[0] == b"Z" else int(fields[19])
+    stat = _stat(pid)
+    return -1 if stat is None else stat[1]
 
 
 def reap(tree: Set[Process], grace_s: float = GRACE_S) -> None:
